@@ -1,0 +1,71 @@
+"""Users and API keys (seeds 000 users/api_tokens, 002 users/api_keys, 003 users, 004 users/api_keys)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tradebase.core.ddl import ck, ck_in
+from tradebase.core.models import Base, Timestamps
+
+
+class UserRole(StrEnum):
+    admin = "admin"
+    trader = "trader"
+    viewer = "viewer"
+
+
+class User(Timestamps, Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80))
+    email: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default=UserRole.trader, server_default="trader")
+    is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default="0")
+    two_factor_enabled: Mapped[bool] = mapped_column(default=False, server_default="0")
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The per-user webhook key of seed 000 (user_api_keys.webhook_key): only its SHA-256.
+    webhook_key_hash: Mapped[str | None] = mapped_column(String(64))
+    last_login: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("idx_users_username", "username", unique=True),
+        Index("idx_users_email", "email", unique=True),
+        Index("idx_users_webhook_key_hash", "webhook_key_hash", unique=True),
+        ck_in("role", "role", list(UserRole)),
+        ck("username_length", "{len:username} >= 3"),
+    )
+
+
+class ApiKey(Timestamps, Base):
+    """An API key: shown once, stored as a hash with a visible prefix."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    rate_limit_per_minute: Mapped[int] = mapped_column(default=60, server_default="60")
+    is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    total_requests: Mapped[int] = mapped_column(default=0, server_default="0")
+
+    __table_args__ = (
+        Index("idx_api_keys_hash", "key_hash", unique=True),
+        Index("idx_api_keys_user", "user_id"),
+        Index("idx_api_keys_prefix", "key_prefix"),
+        ck("rate_limit_positive", "rate_limit_per_minute > 0"),
+        ck("total_requests_nonnegative", "total_requests >= 0"),
+    )

@@ -1,0 +1,156 @@
+"""Settings, read from the environment and `.env` with the prefix ``TRADEBASE_``.
+
+Every setting has a description; ``tests/test_config.py`` checks that the README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "TRADEBASE_"
+
+# Driver chosen when a URL names only the engine: psycopg 3 for PostgreSQL, PyMySQL for
+# MariaDB/MySQL (pure Python, maintained, no client library to install).
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "sqlite": "sqlite",
+}
+_SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it and says what is expected."""
+
+
+def normalize_database_url(raw: str | URL) -> URL:
+    """Parse a SQLAlchemy URL and fill in Tradebase's driver for a bare engine name."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL ({exc}); e.g. sqlite:///path/to/file.db") from exc
+    name = url.drivername
+    if "+" not in name:
+        if name not in _DEFAULT_DRIVERS:
+            raise ValueError(
+                f"unsupported database engine {name!r}; use one of {', '.join(_SUPPORTED_BACKENDS)}"
+            )
+        url = url.set(drivername=_DEFAULT_DRIVERS[name])
+    elif url.get_backend_name() not in _SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"unsupported database engine {url.get_backend_name()!r}; "
+            f"use one of {', '.join(_SUPPORTED_BACKENDS)}"
+        )
+    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=os.environ.get("TRADEBASE_ENV_FILE", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path("tradebase-data"),
+        description="Folder for the default SQLite databases, the key file and backups.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the main database. Default: SQLite file tradebase.db in DATA_DIR."
+            " postgresql://… uses psycopg 3, mysql://… and mariadb://… use PyMySQL."
+        ),
+    )
+    credentials_database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the encrypted credentials database. Default: SQLite file"
+            " credentials.db in DATA_DIR."
+        ),
+    )
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10, description="Connections kept open per process and database."
+    )
+    max_overflow: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=20, description="Extra connections allowed above POOL_SIZE under load."
+    )
+    pool_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Seconds to wait for a free pooled connection."
+    )
+    pool_recycle: Annotated[int, Field(ge=-1)] = Field(
+        default=3600, description="Seconds after which a pooled connection is replaced (-1: never)."
+    )
+    pool_pre_ping: bool = Field(
+        default=True, description="Test each pooled connection before use (survives DB restarts)."
+    )
+    sqlite_busy_timeout_ms: Annotated[int, Field(ge=0)] = Field(
+        default=30_000,
+        description="How long a SQLite writer waits for the write lock before giving up (ms).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Master key for the credentials database and signed sessions. Default: a key file"
+            " created in DATA_DIR with mode 0600 on first run."
+        ),
+    )
+
+    @field_validator("database_url", "credentials_database_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        normalize_database_url(value)
+        return value
+
+    @property
+    def main_url(self) -> URL:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return make_url(f"sqlite:///{(self.data_dir / 'tradebase.db').resolve()}")
+
+    @property
+    def credentials_url(self) -> URL:
+        if self.credentials_database_url:
+            return normalize_database_url(self.credentials_database_url)
+        return make_url(f"sqlite:///{(self.data_dir / 'credentials.db').resolve()}")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per wrong setting, naming it by its environment variable."""
+    lines = []
+    for err in exc.errors():
+        name = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read settings now, raising `SettingsError` with one line per wrong setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests call ``get_settings.cache_clear()``."""
+    return load_settings()

@@ -1,0 +1,76 @@
+"""Autogenerate hooks: render Tradebase's portable types and constraints in migrations, and
+compare types the way each engine reflects them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import CheckConstraint, Column
+from sqlalchemy import types as sqltypes
+from sqlalchemy.sql.schema import DefaultClause
+
+from tradebase.core.ddl import BigID, ExactDecimal, JSONDoc, UTCDateTime, render_check, utcnow_sql
+
+_IMPORT = "import tradebase.core.ddl as tb"
+_TYPES = {ExactDecimal: "tb.ExactDecimal()", UTCDateTime: "tb.UTCDateTime()", JSONDoc: "tb.JSONDoc()", BigID: "tb.BigID()"}
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+    if type_ == "type":
+        for cls, source in _TYPES.items():
+            if isinstance(obj, cls):
+                autogen_context.imports.add(_IMPORT)
+                return source
+    elif type_ == "server_default":
+        arg = obj.arg if isinstance(obj, DefaultClause) else obj
+        if isinstance(arg, utcnow_sql):
+            autogen_context.imports.add(_IMPORT)
+            return "tb.utcnow_sql()"
+    elif type_ == "check" and isinstance(obj, CheckConstraint):
+        name = obj.name
+        if name is not None and not str(name).startswith("ck_") and obj.table is not None:
+            name = f"ck_{obj.table.name}_{name}"
+        source = render_check(obj, str(name))
+        if source is not None:
+            autogen_context.imports.add(_IMPORT)
+            return source
+    return False
+
+
+def compare_type(
+    context: MigrationContext,
+    inspected_column: dict[str, Any],
+    metadata_column: Column[Any],
+    inspected_type: sqltypes.TypeEngine[Any],
+    metadata_type: sqltypes.TypeEngine[Any],
+) -> bool | None:
+    """True when the types differ, False when equal, None for Alembic's own comparison."""
+    dialect = context.dialect.name
+    if isinstance(metadata_type, JSONDoc):
+        # MariaDB reflects JSON as LONGTEXT (plus a JSON_VALID check).
+        if dialect in ("mysql", "mariadb") and isinstance(inspected_type, sqltypes.String):
+            return False
+        return not isinstance(inspected_type, sqltypes.JSON)
+    if isinstance(metadata_type, ExactDecimal):
+        if dialect == "sqlite":
+            return not (isinstance(inspected_type, sqltypes.String) and inspected_type.length == 60)
+        return not (
+            isinstance(inspected_type, sqltypes.Numeric)
+            and inspected_type.precision == 38
+            and inspected_type.scale == 18
+        )
+    if isinstance(metadata_type, UTCDateTime):
+        return not isinstance(inspected_type, sqltypes.DateTime)
+    if isinstance(metadata_type, BigID):
+        return not isinstance(inspected_type, sqltypes.Integer)
+    return None
+
+
+def skip_empty_revision(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    """Write no file when autogenerate found no difference."""
+    script = directives[0]
+    if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+        directives[:] = []

@@ -1,0 +1,191 @@
+"""Engines, sessions and the unit of work, for the main and the credentials database.
+
+SQLite runs every connection with WAL, ``synchronous=NORMAL``, a busy timeout and
+``foreign_keys=ON``. pysqlite's own transaction handling is switched off and SQLAlchemy
+emits ``BEGIN`` itself (the recipe in SQLAlchemy's SQLite dialect docs), so savepoints work
+and a writer can take the write lock up front with ``BEGIN IMMEDIATE``: a deferred
+transaction that reads and then writes can fail with "database is locked" without ever
+waiting, because its snapshot went stale while it read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool, StaticPool
+
+from tradebase.config import Settings, get_settings
+
+SQLITE_BEGIN_OPTION = "tradebase_sqlite_begin"
+
+
+class Database(StrEnum):
+    """The two databases: trading data, and the encrypted credentials kept apart from it."""
+
+    main = "main"
+    credentials = "credentials"
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+
+
+def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see do_begin
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _do_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _install_mysql_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # CURRENT_TIMESTAMP and NOW() answer in UTC, like every other engine here.
+            cursor.execute("SET time_zone = '+00:00'")
+            cursor.execute(
+                "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode,"
+                " 'STRICT_TRANS_TABLES', 'NO_ZERO_DATE', 'ERROR_FOR_DIVISION_BY_ZERO')"
+            )
+        finally:
+            cursor.close()
+
+
+def create_db_engine(
+    url: URL, settings: Settings | None = None, *, pooled: bool = True, **kwargs: Any
+) -> Engine:
+    """Create an engine for *url* with Tradebase's per-engine connection settings.
+
+    ``pooled=False`` opens a fresh connection each time (migrations and one-shot tools,
+    whose connection-level settings must not leak into a pool).
+    """
+    settings = settings or get_settings()
+    backend = url.get_backend_name()
+    options: dict[str, Any] = {}
+    if backend == "sqlite":
+        memory = _is_memory(url)
+        options["connect_args"] = {"check_same_thread": False}
+        if memory:
+            options["poolclass"] = StaticPool
+        elif not pooled:
+            options["poolclass"] = NullPool
+        else:
+            options["pool_size"] = settings.pool_size
+            options["max_overflow"] = settings.max_overflow
+            options["pool_timeout"] = settings.pool_timeout
+        options.update(kwargs)
+        engine = create_engine(url, **options)
+        _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms, memory)
+        return engine
+    if pooled:
+        options.update(
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+            pool_pre_ping=settings.pool_pre_ping,
+        )
+    else:
+        options["poolclass"] = NullPool
+    if backend == "postgresql":
+        options["connect_args"] = {"options": "-c timezone=UTC"}
+    options.update(kwargs)
+    engine = create_engine(url, **options)
+    if backend in ("mysql", "mariadb"):
+        _install_mysql_hooks(engine)
+    return engine
+
+
+def database_url(database: Database, settings: Settings | None = None) -> URL:
+    settings = settings or get_settings()
+    return settings.main_url if database is Database.main else settings.credentials_url
+
+
+def ensure_sqlite_parent(url: URL) -> None:
+    """Create the folder of a SQLite file database (the default ``tradebase-data/``)."""
+    if url.get_backend_name() == "sqlite" and not _is_memory(url) and url.database:
+        from pathlib import Path
+
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+class Engines:
+    """Lazily created engines and session factories for both databases, one set per process."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._engines: dict[Database, Engine] = {}
+        self._factories: dict[Database, sessionmaker[Session]] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
+
+    def engine(self, database: Database = Database.main) -> Engine:
+        if database not in self._engines:
+            url = database_url(database, self.settings)
+            ensure_sqlite_parent(url)
+            self._engines[database] = create_db_engine(url, self.settings)
+        return self._engines[database]
+
+    def session_factory(self, database: Database = Database.main) -> sessionmaker[Session]:
+        if database not in self._factories:
+            self._factories[database] = sessionmaker(
+                bind=self.engine(database), expire_on_commit=False, autoflush=True
+            )
+        return self._factories[database]
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+        self._factories.clear()
+
+
+engines = Engines()
+
+
+@contextmanager
+def unit_of_work(
+    database: Database = Database.main,
+    *,
+    write: bool = True,
+    factory: sessionmaker[Session] | None = None,
+) -> Iterator[Session]:
+    """One transaction: commit when the block ends normally, roll back when it raises.
+
+    On SQLite a writing unit of work starts with ``BEGIN IMMEDIATE`` so that it holds the
+    write lock from its first statement; ``write=False`` starts a plain read transaction.
+    """
+    factory = factory or engines.session_factory(database)
+    with factory() as session:
+        bind = session.get_bind()
+        if write and bind.dialect.name == "sqlite":
+            session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        else:
+            session.commit()

@@ -1,0 +1,243 @@
+"""Portable schema pieces shared by the models and the migrations.
+
+Migrations import this module (``import tradebase.core.ddl as tb``), so what is here is a
+stable interface: change a helper's output only together with a migration.
+
+* Column types: `ExactDecimal`, `UTCDateTime`, `JSONDoc` (JSONB on PostgreSQL), `BigID`.
+* CHECK constraints: `ck_in` (an enumeration) and `ck` (portable expressions; decimal
+  columns are text on SQLite and are compared after ``CAST(... AS REAL)``).
+* ``updated_at`` triggers on every engine, so a row written by raw SQL is stamped too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, inspect
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
+
+from tradebase.core.money import ExactDecimal
+from tradebase.core.time import UTCDateTime, utcnow_sql
+
+__all__ = [
+    "BigID",
+    "ExactDecimal",
+    "JSONDoc",
+    "UTCDateTime",
+    "ck",
+    "ck_in",
+    "ensure_updated_at_triggers",
+    "trigger_name",
+    "utcnow_sql",
+]
+
+
+class JSONDoc(TypeDecorator[Any]):
+    """The engine's JSON type: JSONB on PostgreSQL, JSON elsewhere."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+class BigID(TypeDecorator[int]):
+    """A 64-bit surrogate key; INTEGER on SQLite, where only that is a rowid alias."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Integer())
+        return dialect.type_descriptor(BigInteger())
+
+
+# --- CHECK constraints -----------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{(num|len):([a-z_][a-z0-9_]*)\}")
+
+
+class _PortableCheck(ColumnElement[bool]):
+    """A CHECK expression with ``{num:col}`` (decimal column) and ``{len:col}`` (length in
+    characters) placeholders, rendered for each engine."""
+
+    __visit_name__ = "tradebase_portable_check"
+    inherit_cache = False
+
+    type = Boolean()
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+
+def _render_template(template: str, dialect: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        kind, column = match.group(1), match.group(2)
+        if kind == "num":
+            return f"CAST({column} AS REAL)" if dialect == "sqlite" else column
+        if dialect in ("mysql", "mariadb"):
+            return f"CHAR_LENGTH({column})"
+        return f"length({column})"
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+@compiles(_PortableCheck)
+def _portable_check(element: _PortableCheck, compiler: SQLCompiler, **kw: Any) -> str:
+    return _render_template(element.template, compiler.dialect.name)
+
+
+def ck(name: str, template: str) -> CheckConstraint:
+    """A portable CHECK, e.g. ``ck("quantity_positive", "{num:quantity} > 0")``.
+
+    Decimal columns are stored as text on SQLite, so comparisons on them must go through
+    ``{num:col}``; ``{len:col}`` is a length in characters on every engine. *name* is the
+    short name: the naming convention makes it ``ck_<table>_<name>``.
+    """
+    constraint = CheckConstraint(_PortableCheck(template), name=name)  # type: ignore[arg-type]
+    constraint.info["tradebase_render"] = ("ck", template)
+    return constraint
+
+
+def ck_in(name: str, column: str, values: Iterable[str], *, nullable: bool = False) -> CheckConstraint:
+    """A CHECK that *column* holds one of *values* (an enumeration stored as a string)."""
+    values = [str(v) for v in values]
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    sql = f"{column} IN ({quoted})"
+    if nullable:
+        sql = f"{column} IS NULL OR {sql}"
+    constraint = CheckConstraint(sql, name=name)
+    constraint.info["tradebase_render"] = ("ck_in", column, values, nullable)
+    return constraint
+
+
+def render_check(constraint: CheckConstraint, final_name: str) -> str | None:
+    """Python source that recreates a `ck`/`ck_in` constraint (for autogenerate)."""
+    spec = constraint.info.get("tradebase_render")
+    if spec is None:
+        return None
+    if spec[0] == "ck":
+        return f"tb.ck(op.f({final_name!r}), {spec[1]!r})"
+    _, column, values, nullable = spec
+    extra = ", nullable=True" if nullable else ""
+    return f"tb.ck_in(op.f({final_name!r}), {column!r}, {values!r}{extra})"
+
+
+# --- updated_at triggers ---------------------------------------------------------------
+
+UPDATED_AT = "updated_at"
+_PG_FUNCTION = "tradebase_set_updated_at"
+
+
+def trigger_name(table: str) -> str:
+    return f"trg_{table}_updated_at"
+
+
+def _trigger_ddl(dialect: str, table: str) -> list[str]:
+    name = trigger_name(table)
+    if dialect == "postgresql":
+        return [
+            f'CREATE TRIGGER {name} BEFORE UPDATE ON "{table}" FOR EACH ROW '
+            f"EXECUTE FUNCTION {_PG_FUNCTION}()"
+        ]
+    if dialect in ("mysql", "mariadb"):
+        return [
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON `{table}` FOR EACH ROW "
+            "SET NEW.updated_at = IF(NEW.updated_at <=> OLD.updated_at, "
+            "UTC_TIMESTAMP(6), NEW.updated_at)"
+        ]
+    if dialect == "sqlite":
+        return [
+            f'CREATE TRIGGER {name} AFTER UPDATE ON "{table}" FOR EACH ROW '
+            "WHEN NEW.updated_at IS OLD.updated_at BEGIN "
+            f"UPDATE \"{table}\" SET updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') "
+            "WHERE rowid = NEW.rowid; END"
+        ]
+    raise ValueError(f"no updated_at trigger for dialect {dialect!r}")
+
+
+def _existing_triggers(connection: Connection) -> set[str]:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        sql = (
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+        )
+    elif dialect in ("mysql", "mariadb"):
+        sql = (
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE()"
+        )
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    return {row[0] for row in connection.exec_driver_sql(sql)}
+
+
+def _drop_trigger(dialect: str, table: str) -> str:
+    name = trigger_name(table)
+    if dialect == "postgresql":
+        return f'DROP TRIGGER IF EXISTS {name} ON "{table}"'
+    return f"DROP TRIGGER IF EXISTS {name}"
+
+
+def tables_with_updated_at(connection: Connection) -> list[str]:
+    inspector = inspect(connection)
+    names = []
+    for table in inspector.get_table_names():
+        if table.endswith("_archive") or table.startswith("alembic_version"):
+            continue
+        if any(col["name"] == UPDATED_AT for col in inspector.get_columns(table)):
+            names.append(table)
+    return sorted(names)
+
+
+def ensure_updated_at_triggers(
+    connection: Connection, tables: Sequence[str] | None = None
+) -> list[str]:
+    """Give every table with ``updated_at`` its trigger and drop triggers left on tables
+    without one; return the tables that got a new trigger.
+
+    Runs after every migration: SQLite's batch mode recreates tables and loses their
+    triggers, and a migration should not have to remember them.
+    """
+    dialect = connection.dialect.name
+    wanted = list(tables) if tables is not None else tables_with_updated_at(connection)
+    existing = _existing_triggers(connection)
+    if dialect == "postgresql":
+        connection.exec_driver_sql(
+            f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN "
+            "NEW.updated_at := clock_timestamp(); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+    created = []
+    for table in wanted:
+        if trigger_name(table) not in existing:
+            for statement in _trigger_ddl(dialect, table):
+                connection.exec_driver_sql(statement)
+            created.append(table)
+    if tables is None:
+        wanted_names = {trigger_name(t) for t in wanted}
+        all_tables = set(inspect(connection).get_table_names())
+        for name in existing:
+            match = re.fullmatch(r"trg_(.+)_updated_at", name)
+            if match and name not in wanted_names and match.group(1) in all_tables:
+                connection.exec_driver_sql(_drop_trigger(dialect, match.group(1)))
+    return created
+
+
+def missing_updated_at_triggers(connection: Connection) -> list[str]:
+    """Tables with ``updated_at`` that have no trigger (``db check`` reports them)."""
+    existing = _existing_triggers(connection)
+    return [t for t in tables_with_updated_at(connection) if trigger_name(t) not in existing]

@@ -1,0 +1,137 @@
+"""``tradebase db …``: migrate, inspect and check both databases."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from tradebase.core import migrate
+from tradebase.core.db import Database, database_url
+
+app = typer.Typer(
+    help="Create, migrate and check the main and the credentials database.",
+    no_args_is_help=True,
+)
+
+
+class Target(StrEnum):
+    main = "main"
+    credentials = "credentials"
+    all = "all"
+
+
+DatabaseOption = Annotated[
+    Target,
+    typer.Option(
+        "--database",
+        "-d",
+        help="Which database: main (trading data), credentials (encrypted secrets) or all.",
+        case_sensitive=False,
+    ),
+]
+
+
+def _targets(target: Target) -> list[Database]:
+    if target is Target.all:
+        return [Database.main, Database.credentials]
+    return [Database(target.value)]
+
+
+def _where(database: Database) -> str:
+    return database_url(database).render_as_string(hide_password=True)
+
+
+@app.command()
+def upgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Target revision: head (default), +N, or a revision id.")
+    ] = "head",
+    database: DatabaseOption = Target.all,
+) -> None:
+    """Create or migrate the databases up to REVISION (default: the latest)."""
+    for db in _targets(database):
+        migrate.upgrade(db, revision)
+        typer.echo(f"{db.value}: {_where(db)} at revision {migrate.current_revision(db)}")
+
+
+@app.command()
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision: base, -N, or a revision id.")],
+    database: DatabaseOption = Target.all,
+) -> None:
+    """Migrate the databases down to REVISION (base drops every table)."""
+    for db in _targets(database):
+        migrate.downgrade(db, revision)
+        typer.echo(f"{db.value}: {_where(db)} at revision {migrate.current_revision(db) or 'base'}")
+
+
+@app.command()
+def current(database: DatabaseOption = Target.all) -> None:
+    """Show the revision each database is at."""
+    for db in _targets(database):
+        rev = migrate.current_revision(db)
+        head = migrate.head_revision(db)
+        state = "up to date" if rev == head else f"behind: head is {head}"
+        typer.echo(f"{db.value}: {rev or 'empty (never migrated)'} ({state}) {_where(db)}")
+
+
+@app.command()
+def history(database: DatabaseOption = Target.all) -> None:
+    """List the migrations of each database, newest first."""
+    for db in _targets(database):
+        typer.echo(f"{db.value}:")
+        for rev, down, created, message in migrate.history(db):
+            typer.echo(f"  {rev}  {created}  {message}  (after {down or 'base'})")
+
+
+@app.command()
+def revision(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the migration does.")],
+    database: DatabaseOption = Target.all,
+    empty: Annotated[
+        bool, typer.Option("--empty", help="Write an empty revision instead of autogenerating.")
+    ] = False,
+) -> None:
+    """Autogenerate a migration from the difference between the models and the databases."""
+    wrote = False
+    for db in _targets(database):
+        if empty:
+            path = migrate.revision(db, message, autogenerate=False)
+        else:
+            migrate.upgrade(db, "head")
+            path = migrate.revision(db, message)
+        if path:
+            wrote = True
+            typer.echo(f"{db.value}: wrote {path} - review it before you commit it")
+        else:
+            typer.echo(f"{db.value}: no changes, nothing written")
+    if not wrote and not empty:
+        raise typer.Exit(0)
+
+
+@app.command()
+def check(database: DatabaseOption = Target.all) -> None:
+    """Exit 1 when the models and the migrations disagree, listing the differences."""
+    failed = False
+    for db in _targets(database):
+        result = migrate.check(db)
+        if result.ok:
+            typer.echo(f"{db.value}: models and migrations agree (revision {result.head})")
+            continue
+        failed = True
+        typer.echo(f"{db.value}: models and migrations differ:", err=True)
+        for line in result.differences:
+            typer.echo(f"  {line}", err=True)
+        for table in result.missing_triggers:
+            typer.echo(f"  missing updated_at trigger on {table}", err=True)
+        if result.current != result.head:
+            typer.echo(f"  database at {result.current}, head is {result.head}", err=True)
+        if result.differences:
+            typer.echo(
+                f"  fix: tradebase db revision -m 'describe the change' --database {db.value}",
+                err=True,
+            )
+    if failed:
+        raise typer.Exit(1)
