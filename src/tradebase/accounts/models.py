@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import ck, ck_in
+from tradebase.core.ddl import ck, ck_in, json_default
 from tradebase.core.models import Base, Timestamps
 
 
@@ -30,7 +30,9 @@ class User(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     email_verified: Mapped[bool] = mapped_column(default=False, server_default="0")
     two_factor_enabled: Mapped[bool] = mapped_column(default=False, server_default="0")
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=json_default("{}")
+    )
     # The per-user webhook key of seed 000 (user_api_keys.webhook_key): only its SHA-256.
     webhook_key_hash: Mapped[str | None] = mapped_column(String(64))
     last_login: Mapped[datetime | None]
@@ -55,7 +57,9 @@ class ApiKey(Timestamps, Base):
     key_hash: Mapped[str] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
-    scopes: Mapped[list[str]] = mapped_column(default=list)
+    scopes: Mapped[list[str]] = mapped_column(
+        default=list, server_default=json_default("[]")
+    )
     rate_limit_per_minute: Mapped[int] = mapped_column(default=60, server_default="60")
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     expires_at: Mapped[datetime | None]

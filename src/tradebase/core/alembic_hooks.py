@@ -12,7 +12,15 @@ from sqlalchemy import CheckConstraint, Column
 from sqlalchemy import types as sqltypes
 from sqlalchemy.sql.schema import DefaultClause
 
-from tradebase.core.ddl import BigID, ExactDecimal, JSONDoc, UTCDateTime, render_check, utcnow_sql
+from tradebase.core.ddl import (
+    BigID,
+    ExactDecimal,
+    JSONDoc,
+    UTCDateTime,
+    json_default,
+    render_check,
+    utcnow_sql,
+)
 
 _IMPORT = "import tradebase.core.ddl as tb"
 _TYPES = {ExactDecimal: "tb.ExactDecimal()", UTCDateTime: "tb.UTCDateTime()", JSONDoc: "tb.JSONDoc()", BigID: "tb.BigID()"}
@@ -29,6 +37,9 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
         if isinstance(arg, utcnow_sql):
             autogen_context.imports.add(_IMPORT)
             return "tb.utcnow_sql()"
+        if isinstance(arg, json_default):
+            autogen_context.imports.add(_IMPORT)
+            return f"tb.json_default({arg.literal!r})"
     elif type_ == "check" and isinstance(obj, CheckConstraint):
         name = obj.name
         if name is not None and not str(name).startswith("ck_") and obj.table is not None:

@@ -16,7 +16,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, ExceptionContext
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -69,6 +70,20 @@ def _install_mysql_hooks(engine: Engine) -> None:
             )
         finally:
             cursor.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _check_violation_is_integrity_error(context: ExceptionContext) -> None:
+        # PyMySQL reports a failed CHECK (MySQL 3819, MariaDB 4025) as an OperationalError;
+        # it is a refused row like any other constraint, so raise it as one.
+        original = context.original_exception
+        code = original.args[0] if original is not None and original.args else None
+        if code in _MYSQL_CHECK_VIOLATIONS:
+            raise IntegrityError(
+                context.statement, context.parameters, original
+            ) from original
+
+
+_MYSQL_CHECK_VIOLATIONS = (3819, 4025)
 
 
 def create_db_engine(

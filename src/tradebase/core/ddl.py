@@ -34,6 +34,7 @@ __all__ = [
     "ck",
     "ck_in",
     "ensure_updated_at_triggers",
+    "json_default",
     "trigger_name",
     "utcnow_sql",
 ]
@@ -61,6 +62,28 @@ class BigID(TypeDecorator[int]):
         if dialect.name == "sqlite":
             return dialect.type_descriptor(Integer())
         return dialect.type_descriptor(BigInteger())
+
+
+class json_default(ColumnElement[Any]):  # noqa: N801 - reads like SQL
+    """A JSON literal as a server default: ``'{}'``, or ``('{}')`` on MySQL/MariaDB, which
+    take JSON defaults only as expressions."""
+
+    inherit_cache = True
+
+    def __init__(self, literal: str = "{}") -> None:
+        self.literal = literal
+        self.type = JSON()
+
+
+@compiles(json_default)
+def _json_default(element: json_default, compiler: SQLCompiler, **kw: Any) -> str:
+    return "'" + element.literal.replace("'", "''") + "'"
+
+
+@compiles(json_default, "mysql")
+@compiles(json_default, "mariadb")
+def _json_default_mysql(element: json_default, compiler: SQLCompiler, **kw: Any) -> str:
+    return "('" + element.literal.replace("'", "''") + "')"
 
 
 # --- CHECK constraints -----------------------------------------------------------------

@@ -91,9 +91,11 @@ class _RealCast(ColumnElement[Any]):
 
     inherit_cache = True
 
+    # A plain Numeric, so that comparing a cast does not come back to ExactDecimal.Comparator.
+    type = Numeric(PRECISION, SCALE)
+
     def __init__(self, inner: ColumnElement[Any]) -> None:
         self.inner = inner
-        self.type = inner.type
 
 
 @compiles(_RealCast)

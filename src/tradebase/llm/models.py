@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import BigID, ck, ck_in
+from tradebase.core.ddl import BigID, ck, ck_in, json_default
 from tradebase.core.models import Base, Timestamps, archive_table, created_at_column
 
 
@@ -28,7 +28,9 @@ class Conversation(Timestamps, Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str | None] = mapped_column(String(200))
     is_archived: Mapped[bool] = mapped_column(default=False, server_default="0")
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=json_default("{}")
+    )
 
     __table_args__ = (
         Index("idx_conversations_user_id", "user_id"),
@@ -51,7 +53,9 @@ class Message(Base):
     tokens_used: Mapped[int | None]
     model: Mapped[str | None] = mapped_column(String(100))
     latency_ms: Mapped[int | None]
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=json_default("{}")
+    )
 
     __table_args__ = (
         Index("idx_messages_conversation", "conversation_id"),

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import BigID, ck, ck_in
+from tradebase.core.ddl import BigID, ck, ck_in, json_default
 from tradebase.core.models import Base, Timestamps, archive_table, created_at_column
 from tradebase.core.time import utc_now
 from tradebase.portfolios.models import Product
@@ -205,7 +205,9 @@ class Trade(Timestamps, Base):
         String(10), default=TradeStatus.filled, server_default="filled"
     )
     tx_hash: Mapped[str | None] = mapped_column(String(100))
-    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=json_default("{}")
+    )
     executed_at: Mapped[datetime] = mapped_column(default=utc_now)
 
     __table_args__ = (

@@ -12,7 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from tradebase.core.ddl import ck, ck_in
 from tradebase.core.models import Base, Timestamps, created_at_column
@@ -124,6 +125,11 @@ class Portfolio(Timestamps, Base):
     )
 
 
+def _open_slot(context: DefaultExecutionContext) -> int | None:
+    status = context.get_current_parameters().get("status", PositionStatus.open)
+    return 1 if status == PositionStatus.open else None
+
+
 class Position(Timestamps, Base):
     """An open or closed position. ``open_slot`` is 1 while open and NULL once closed, so
     the unique key allows one open position per side and any number of closed ones (a
@@ -150,10 +156,15 @@ class Position(Timestamps, Base):
     day_change: Mapped[Decimal | None]
     day_change_percent: Mapped[Decimal | None]
     status: Mapped[str] = mapped_column(String(10), default=PositionStatus.open, server_default="open")
-    open_slot: Mapped[int | None] = mapped_column(default=1, server_default="1")
+    open_slot: Mapped[int | None] = mapped_column(default=_open_slot, server_default="1")
     exit_price: Mapped[Decimal | None]
     opened_at: Mapped[datetime] = mapped_column(default=utc_now)
     closed_at: Mapped[datetime | None]
+
+    @validates("status")
+    def _status_sets_open_slot(self, _key: str, status: str) -> str:
+        self.open_slot = 1 if status == PositionStatus.open else None
+        return status
 
     __table_args__ = (
         UniqueConstraint(

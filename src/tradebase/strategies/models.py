@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import ck, ck_in
+from tradebase.core.ddl import ck, ck_in, json_default
 from tradebase.core.models import Base, Timestamps, created_at_column
 
 
@@ -46,7 +46,9 @@ class Strategy(Timestamps, Base):
     strategy_type: Mapped[str] = mapped_column(
         String(30), default=StrategyType.custom, server_default="custom"
     )
-    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=json_default("{}")
+    )
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     is_backtest: Mapped[bool] = mapped_column(default=False, server_default="0")
     total_pnl: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")

@@ -1,0 +1,222 @@
+"""Test databases on every engine.
+
+* SQLite: a file per test session, always.
+* PostgreSQL and MariaDB/MySQL: a database of their own per test session (and per xdist
+  worker), created on the servers named by ``TRADEBASE_TEST_POSTGRES_URL`` and
+  ``TRADEBASE_TEST_MYSQL_URL``. When a server cannot be reached its tests are skipped with
+  the reason, except under ``CI=true``, where they fail.
+
+Schemas are built by the migrations (``alembic upgrade head``), never by ``create_all``.
+Each test runs in an outer transaction that is rolled back; the session joins it with
+``join_transaction_mode="create_savepoint"``, so code that commits commits a savepoint.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+from tradebase.config import Settings, normalize_database_url
+from tradebase.core import migrate
+from tradebase.core.db import Database, create_db_engine
+
+BACKENDS = ("sqlite", "postgresql", "mysql")
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "TRADEBASE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("TRADEBASE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+}
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unreachable(backend: str, exc: Exception) -> None:
+    message = f"{backend} server at {SERVER_URLS[backend]} is unreachable: {exc}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: every engine must be tested)", pytrace=False)
+    pytest.skip(message)
+
+
+class ServerDatabases:
+    """Creates and drops scratch databases on one PostgreSQL or MariaDB server."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.admin_url = normalize_database_url(SERVER_URLS[backend])
+        self.admin = create_db_engine(
+            self.admin_url, Settings(), pooled=False, isolation_level="AUTOCOMMIT"
+        )
+        self.created: list[str] = []
+
+    def ping(self) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def create(self, label: str) -> URL:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "w")
+        name = f"tbt_{worker}_{label}_{uuid.uuid4().hex[:8]}"
+        quoted = f'"{name}"' if self.backend == "postgresql" else f"`{name}`"
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        self.created.append(name)
+        return self.admin_url.set(database=name)
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as conn:
+            for name in self.created:
+                if self.backend == "postgresql":
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                else:
+                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        self.created.clear()
+        self.admin.dispose()
+
+
+@dataclass
+class Scratch:
+    """A pair of empty databases (main and credentials) on one engine."""
+
+    backend: str
+    main_url: URL
+    credentials_url: URL
+
+    def settings(self) -> Settings:
+        return Settings(
+            database_url=self.main_url.render_as_string(hide_password=False),
+            credentials_database_url=self.credentials_url.render_as_string(hide_password=False),
+        )
+
+    def env(self) -> dict[str, str]:
+        settings = self.settings()
+        assert settings.database_url and settings.credentials_database_url
+        return {
+            "TRADEBASE_DATABASE_URL": settings.database_url,
+            "TRADEBASE_CREDENTIALS_DATABASE_URL": settings.credentials_database_url,
+        }
+
+    def url(self, database: Database) -> URL:
+        return self.main_url if database is Database.main else self.credentials_url
+
+
+class ScratchFactory:
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp = tmp_path_factory
+        self.servers: dict[str, ServerDatabases] = {}
+
+    def server(self, backend: str) -> ServerDatabases:
+        if backend not in self.servers:
+            server = ServerDatabases(backend)
+            try:
+                server.ping()
+            except Exception as exc:
+                _unreachable(backend, exc)
+            self.servers[backend] = server
+        return self.servers[backend]
+
+    def new(self, backend: str, label: str = "db") -> Scratch:
+        if backend == "sqlite":
+            folder: Path = self.tmp.mktemp(label)
+            return Scratch(
+                backend,
+                make_url(f"sqlite:///{folder / 'tradebase.db'}"),
+                make_url(f"sqlite:///{folder / 'credentials.db'}"),
+            )
+        server = self.server(backend)
+        return Scratch(backend, server.create(label), server.create(f"{label}_cred"))
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def scratch_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScratchFactory]:
+    factory = ScratchFactory(tmp_path_factory)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def scratch(scratch_factory: ScratchFactory, backend: str) -> Scratch:
+    """Fresh, empty databases for a test that migrates them itself."""
+    return scratch_factory.new(backend, "scratch")
+
+
+@dataclass
+class Migrated:
+    scratch: Scratch
+    main: Engine
+    credentials: Engine
+
+    @property
+    def backend(self) -> str:
+        return self.scratch.backend
+
+
+_migrated_cache: dict[str, Migrated] = {}
+
+
+@pytest.fixture(scope="session")
+def _migrated_registry(scratch_factory: ScratchFactory) -> Iterator[dict[str, Migrated]]:
+    yield _migrated_cache
+    for item in _migrated_cache.values():
+        item.main.dispose()
+        item.credentials.dispose()
+    _migrated_cache.clear()
+
+
+@pytest.fixture
+def migrated(
+    backend: str, scratch_factory: ScratchFactory, _migrated_registry: dict[str, Migrated]
+) -> Migrated:
+    """Both databases of *backend*, migrated to head once per test session."""
+    if backend not in _migrated_registry:
+        scratch = scratch_factory.new(backend, "shared")
+        settings = scratch.settings()
+        for database in Database:
+            migrate.upgrade(database, "head", settings=settings)
+        _migrated_registry[backend] = Migrated(
+            scratch,
+            create_db_engine(scratch.main_url, settings),
+            create_db_engine(scratch.credentials_url, settings),
+        )
+    return _migrated_registry[backend]
+
+
+def _rollback_session(engine: Engine) -> Iterator[Session]:
+    connection = engine.connect()
+    outer = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        if outer.is_active:
+            outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def session(migrated: Migrated) -> Iterator[Session]:
+    """A session on the main database whose work is rolled back after the test."""
+    yield from _rollback_session(migrated.main)
+
+
+@pytest.fixture
+def credentials_session(migrated: Migrated) -> Iterator[Session]:
+    yield from _rollback_session(migrated.credentials)
