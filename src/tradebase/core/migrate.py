@@ -1,9 +1,11 @@
 """One Alembic history for both databases, driven from Python and the CLI.
 
-The history has two branches in one script directory, labelled ``main`` and
-``credentials``; each database records its own head in its own version table, so the two
+``migrations/`` holds one environment and one line of revisions per database, in
+``versions/main`` and ``versions/credentials`` (branch labels ``main`` and
+``credentials``). Each database records its head in its own version table, so the two
 databases may live in one server database or in two. ``head``, ``base`` and relative
-revisions (``-1``, ``+2``) are taken within the database's branch.
+revisions (``-1``, ``+2``) are taken within the database's own line; keeping the lines in
+separate version folders lets autogenerate compare one database at a time.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def alembic_config(
     cfg.set_main_option("script_location", str(script_location()))
     cfg.set_main_option("file_template", FILE_TEMPLATE)
     cfg.set_main_option("timezone", "UTC")
-    cfg.set_main_option("version_path_separator", "os")
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(script_location() / "versions" / database.value))
     cfg.attributes["database"] = database
     cfg.attributes["url"] = url or database_url(database, settings)
     cfg.attributes["settings"] = settings

@@ -43,7 +43,7 @@ def _where(database: Database) -> str:
     return database_url(database).render_as_string(hide_password=True)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})  # so that +1 is a revision
 def upgrade(
     revision: Annotated[
         str, typer.Argument(help="Target revision: head (default), +N, or a revision id.")
@@ -56,7 +56,7 @@ def upgrade(
         typer.echo(f"{db.value}: {_where(db)} at revision {migrate.current_revision(db)}")
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})  # so that -1 is a revision
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision: base, -N, or a revision id.")],
     database: DatabaseOption = Target.all,

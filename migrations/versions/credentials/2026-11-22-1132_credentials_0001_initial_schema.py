@@ -63,15 +63,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('credential_access_log', schema=None) as batch_op:
-        batch_op.drop_index('idx_credential_access_log_user')
-        batch_op.drop_index('idx_credential_access_log_time')
-        batch_op.drop_index('idx_credential_access_log_credential')
-
+    # Dropping a table drops its indexes; MySQL refuses to drop an index a foreign key uses.
     op.drop_table('credential_access_log')
-    with op.batch_alter_table('credentials', schema=None) as batch_op:
-        batch_op.drop_index('uq_credentials_owner')
-        batch_op.drop_index('idx_user_api_keys_user_id')
-        batch_op.drop_index('idx_credentials_key_id')
-
     op.drop_table('credentials')

@@ -953,231 +953,37 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('trades', schema=None) as batch_op:
-        batch_op.drop_index('idx_trades_user_recent')
-        batch_op.drop_index('idx_trades_user_id')
-        batch_op.drop_index('idx_trades_symbol')
-        batch_op.drop_index('idx_trades_status')
-        batch_op.drop_index('idx_trades_position')
-        batch_op.drop_index('idx_trades_portfolio_executed')
-        batch_op.drop_index('idx_trades_order')
-        batch_op.drop_index('idx_trades_exchange_id')
-        batch_op.drop_index('idx_trades_created')
-        batch_op.drop_index('idx_trade_symbol')
-        batch_op.drop_index('idx_trade_portfolio')
-        batch_op.drop_index('idx_trade_executed')
-
+    # Dropping a table drops its indexes; MySQL refuses to drop an index a foreign key uses.
     op.drop_table('trades')
-    with op.batch_alter_table('order_events', schema=None) as batch_op:
-        batch_op.drop_index('idx_order_events_order')
-
     op.drop_table('order_events')
-    with op.batch_alter_table('failover_events', schema=None) as batch_op:
-        batch_op.drop_index('idx_failover_events_user')
-        batch_op.drop_index('idx_failover_events_to')
-        batch_op.drop_index('idx_failover_events_timestamp')
-        batch_op.drop_index('idx_failover_events_order')
-        batch_op.drop_index('idx_failover_events_from')
-
     op.drop_table('failover_events')
-    with op.batch_alter_table('alerts', schema=None) as batch_op:
-        batch_op.drop_index('idx_alerts_user_unread')
-        batch_op.drop_index('idx_alerts_strategy')
-        batch_op.drop_index('idx_alerts_rule')
-        batch_op.drop_index('idx_alerts_order')
-        batch_op.drop_index('idx_alerts_created')
-        batch_op.drop_index('idx_alert_user_created')
-        batch_op.drop_index('idx_alert_severity')
-
     op.drop_table('alerts')
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.drop_index('idx_orders_user_status')
-        batch_op.drop_index('idx_orders_strategy')
-        batch_op.drop_index('idx_orders_signal')
-        batch_op.drop_index('idx_orders_placed_at')
-        batch_op.drop_index('idx_orders_parent')
-        batch_op.drop_index('idx_orders_exchange_id')
-        batch_op.drop_index('idx_orders_deployment')
-        batch_op.drop_index('idx_orders_client_id')
-        batch_op.drop_index('idx_orders_account_status')
-        batch_op.drop_index('idx_orders_account_id')
-        batch_op.drop_index('idx_order_user')
-        batch_op.drop_index('idx_order_symbol')
-        batch_op.drop_index('idx_order_status')
-        batch_op.drop_index('idx_order_portfolio')
-        batch_op.drop_index('idx_order_created')
-
     op.drop_table('orders')
-    with op.batch_alter_table('strategy_deployments', schema=None) as batch_op:
-        batch_op.drop_index('idx_strategy_deployments_strategy_id')
-        batch_op.drop_index('idx_strategy_deployments_status')
-        batch_op.drop_index('idx_strategy_deployments_portfolio')
-        batch_op.drop_index('idx_strategy_deployments_account_id')
-
     op.drop_table('strategy_deployments')
-    with op.batch_alter_table('positions', schema=None) as batch_op:
-        batch_op.drop_index('idx_positions_timestamp')
-        batch_op.drop_index('idx_positions_symbol')
-        batch_op.drop_index('idx_positions_status')
-        batch_op.drop_index('idx_positions_signal_id')
-        batch_op.drop_index('idx_positions_deal_id')
-        batch_op.drop_index('idx_positions_account_symbol')
-        batch_op.drop_index('idx_position_symbol')
-        batch_op.drop_index('idx_position_portfolio')
-
     op.drop_table('positions')
-    with op.batch_alter_table('portfolio_snapshots', schema=None) as batch_op:
-        batch_op.drop_index('idx_portfolio_user_time')
-        batch_op.drop_index('idx_portfolio_user_daily')
-        batch_op.drop_index('idx_portfolio_snapshots_portfolio_time')
-
     op.drop_table('portfolio_snapshots')
-    with op.batch_alter_table('holdings', schema=None) as batch_op:
-        batch_op.drop_index('idx_holdings_symbol')
-        batch_op.drop_index('idx_holdings_account_id')
-
     op.drop_table('holdings')
-    with op.batch_alter_table('websocket_connections', schema=None) as batch_op:
-        batch_op.drop_index('idx_websocket_connections_status')
-        batch_op.drop_index('idx_websocket_connections_connection_id')
-        batch_op.drop_index('idx_websocket_connections_account_id')
-
     op.drop_table('websocket_connections')
-    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.drop_index('idx_webhook_deliveries_webhook')
-        batch_op.drop_index('idx_webhook_deliveries_event')
-        batch_op.drop_index('idx_webhook_deliveries_due')
-
     op.drop_table('webhook_deliveries')
-    with op.batch_alter_table('signals', schema=None) as batch_op:
-        batch_op.drop_index('idx_signals_user_received')
-        batch_op.drop_index('idx_signals_timestamp')
-        batch_op.drop_index('idx_signals_symbol')
-        batch_op.drop_index('idx_signals_strategy')
-        batch_op.drop_index('idx_signals_status_received')
-        batch_op.drop_index('idx_signals_status')
-        batch_op.drop_index('idx_signals_order_id')
-        batch_op.drop_index('idx_signals_account')
-
     op.drop_table('signals')
-    with op.batch_alter_table('portfolios', schema=None) as batch_op:
-        batch_op.drop_index('idx_portfolios_account')
-        batch_op.drop_index('idx_portfolio_user')
-
     op.drop_table('portfolios')
-    with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.drop_index('idx_messages_created')
-        batch_op.drop_index('idx_messages_conversation_order')
-        batch_op.drop_index('idx_messages_conversation')
-
     op.drop_table('messages')
-    with op.batch_alter_table('llm_usage', schema=None) as batch_op:
-        batch_op.drop_index('idx_llm_usage_user')
-        batch_op.drop_index('idx_llm_usage_timestamp')
-        batch_op.drop_index('idx_llm_usage_provider_model')
-        batch_op.drop_index('idx_llm_usage_conversation')
-        batch_op.drop_index('idx_llm_daily_provider')
-
     op.drop_table('llm_usage')
-    with op.batch_alter_table('webhooks', schema=None) as batch_op:
-        batch_op.drop_index('idx_webhooks_user')
-        batch_op.drop_index('idx_webhooks_active')
-
     op.drop_table('webhooks')
-    with op.batch_alter_table('trading_sessions', schema=None) as batch_op:
-        batch_op.drop_index('idx_trading_sessions_template_id')
-        batch_op.drop_index('idx_trading_sessions_day_of_week')
-
     op.drop_table('trading_sessions')
-    with op.batch_alter_table('trading_accounts', schema=None) as batch_op:
-        batch_op.drop_index('idx_trading_accounts_user_id')
-        batch_op.drop_index('idx_trading_accounts_is_primary')
-        batch_op.drop_index('idx_trading_accounts_is_active')
-        batch_op.drop_index('idx_accounts_user_primary', postgresql_include=['account_name', 'broker'])
-
     op.drop_table('trading_accounts')
-    with op.batch_alter_table('strategies', schema=None) as batch_op:
-        batch_op.drop_index('idx_strategy_user')
-        batch_op.drop_index('idx_strategy_type')
-        batch_op.drop_index('idx_strategies_performance')
-        batch_op.drop_index('idx_strategies_active')
-
     op.drop_table('strategies')
-    with op.batch_alter_table('ml_predictions', schema=None) as batch_op:
-        batch_op.drop_index('idx_prediction_symbol_time')
-        batch_op.drop_index('idx_prediction_model')
-        batch_op.drop_index('idx_ml_predictions_user')
-        batch_op.drop_index('idx_ml_predictions_predicted_at')
-        batch_op.drop_index('idx_ml_predictions_model_time')
-
     op.drop_table('ml_predictions')
-    with op.batch_alter_table('market_holidays', schema=None) as batch_op:
-        batch_op.drop_index('idx_market_holidays_template_id')
-        batch_op.drop_index('idx_market_holidays_date')
-
     op.drop_table('market_holidays')
-    with op.batch_alter_table('conversations', schema=None) as batch_op:
-        batch_op.drop_index('idx_conversations_user_recent')
-        batch_op.drop_index('idx_conversations_user_id')
-        batch_op.drop_index('idx_conversations_updated')
-
     op.drop_table('conversations')
-    with op.batch_alter_table('audit_log', schema=None) as batch_op:
-        batch_op.drop_index('idx_user_timestamp')
-        batch_op.drop_index('idx_audit_user')
-        batch_op.drop_index('idx_audit_timestamp')
-        batch_op.drop_index('idx_audit_row_hash')
-        batch_op.drop_index('idx_audit_action')
-        batch_op.drop_index('idx_activity_user_action')
-        batch_op.drop_index('idx_action_timestamp')
-
     op.drop_table('audit_log')
-    with op.batch_alter_table('api_keys', schema=None) as batch_op:
-        batch_op.drop_index('idx_api_keys_user')
-        batch_op.drop_index('idx_api_keys_prefix')
-        batch_op.drop_index('idx_api_keys_hash')
-
     op.drop_table('api_keys')
-    with op.batch_alter_table('alert_rules', schema=None) as batch_op:
-        batch_op.drop_index('idx_alerts_user_active')
-
     op.drop_table('alert_rules')
-    with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.drop_index('idx_users_webhook_key_hash')
-        batch_op.drop_index('idx_users_username')
-        batch_op.drop_index('idx_users_email')
-
     op.drop_table('users')
-    with op.batch_alter_table('trading_hours_templates', schema=None) as batch_op:
-        batch_op.drop_index('idx_trading_hours_templates_name')
-        batch_op.drop_index('idx_trading_hours_templates_exchange')
-
     op.drop_table('trading_hours_templates')
-    with op.batch_alter_table('system_metrics', schema=None) as batch_op:
-        batch_op.drop_index('idx_system_metrics_component_time')
-        batch_op.drop_index('idx_metrics_hourly')
-
     op.drop_table('system_metrics')
-    with op.batch_alter_table('price_data', schema=None) as batch_op:
-        batch_op.drop_index('idx_price_symbol_time')
-        batch_op.drop_index('idx_price_exchange_time')
-        batch_op.drop_index('idx_price_data_timestamp')
-
     op.drop_table('price_data')
-    with op.batch_alter_table('orders_archive', schema=None) as batch_op:
-        batch_op.drop_index('ix_orders_archive_archived_at')
-
     op.drop_table('orders_archive')
-    with op.batch_alter_table('messages_archive', schema=None) as batch_op:
-        batch_op.drop_index('ix_messages_archive_archived_at')
-
     op.drop_table('messages_archive')
-    with op.batch_alter_table('bot_metrics', schema=None) as batch_op:
-        batch_op.drop_index('idx_bot_metrics_type_time')
-        batch_op.drop_index('idx_bot_metrics_timestamp')
-
     op.drop_table('bot_metrics')
-    with op.batch_alter_table('audit_log_archive', schema=None) as batch_op:
-        batch_op.drop_index('ix_audit_log_archive_archived_at')
-
     op.drop_table('audit_log_archive')

@@ -1,0 +1,3 @@
+from tradebase.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""One migration history, both databases, every engine: up, down, up again, and check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, inspect
+from typer.testing import CliRunner
+
+from tests.conftest import Scratch
+from tradebase.cli import app
+from tradebase.config import get_settings
+from tradebase.core import migrate
+from tradebase.core.db import Database, create_db_engine
+from tradebase.schema import main_metadata
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> None:
+    get_settings.cache_clear()
+
+
+def tb(scratch: Scratch, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env=scratch.env())
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def tables(scratch: Scratch, database: Database) -> set[str]:
+    engine = create_db_engine(scratch.url(database), scratch.settings(), pooled=False)
+    try:
+        return {t for t in inspect(engine).get_table_names() if not t.startswith("alembic_")}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "upgrade")
+    assert code == 0, out
+    assert "main" in out and "main_0001" in out and "credentials_0001" in out
+    assert "orders" in tables(scratch, Database.main)
+    assert tables(scratch, Database.credentials) == {"credentials", "credential_access_log"}
+
+    code, out = tb(scratch, "db", "downgrade", "base")
+    assert code == 0, out
+    assert tables(scratch, Database.main) == set()
+    assert tables(scratch, Database.credentials) == set()
+
+    code, out = tb(scratch, "db", "upgrade", "--database", "main")
+    assert code == 0, out
+    assert "orders" in tables(scratch, Database.main)
+    assert tables(scratch, Database.credentials) == set()
+    code, out = tb(scratch, "db", "upgrade")
+    assert code == 0, out
+    code, out = tb(scratch, "db", "current")
+    assert code == 0 and out.count("up to date") == 2, out
+
+
+def test_relative_downgrade_stays_in_its_branch(scratch: Scratch) -> None:
+    tb(scratch, "db", "upgrade")
+    code, out = tb(scratch, "db", "downgrade", "-1", "--database", "credentials")
+    assert code == 0, out
+    assert migrate.current_revision(Database.credentials, settings=scratch.settings()) is None
+    assert migrate.current_revision(Database.main, settings=scratch.settings()) == (
+        migrate.head_revision(Database.main)
+    )
+
+
+def test_check_passes_on_a_clean_tree(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "check")
+    assert code == 0, out
+    assert out.count("models and migrations agree") == 2
+
+
+def test_check_fails_when_a_model_gains_a_column(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = MetaData(naming_convention=main_metadata.naming_convention)
+    for table in main_metadata.sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["orders"].append_column(Column("venue_fee_tier", String(10)))
+    changed.tables["users"].append_column(Column("login_count", Integer))
+    monkeypatch.setattr(
+        "tradebase.schema.metadata_for",
+        lambda database: changed if database is Database.main else main_metadata,
+    )
+    code, out = tb(scratch, "db", "check", "--database", "main")
+    assert code == 1
+    assert "add column: orders.venue_fee_tier" in out
+    assert "add column: users.login_count" in out
+    assert "tradebase db revision" in out
+
+
+def test_revision_writes_nothing_when_models_and_migrations_agree(scratch: Scratch) -> None:
+    versions = migrate.script_location() / "versions"
+    before = set(versions.rglob("*.py"))
+    code, out = tb(scratch, "db", "revision", "-m", "nothing to do")
+    assert code == 0, out
+    assert out.count("no changes, nothing written") == 2
+    assert set(versions.rglob("*.py")) == before
+
+
+def test_history_lists_each_branch(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "history")
+    assert code == 0
+    assert "main_0001" in out and "credentials_0001" in out
+
+
+def test_migration_files_are_dated() -> None:
+    files = list((migrate.script_location() / "versions").rglob("*.py"))
+    assert files
+    for path in files:
+        assert Path(path).name[:10].count("-") == 2, path.name  # YYYY-MM-DD-HHMM_rev_slug
