@@ -15,13 +15,17 @@ from tradebase.config import Settings, SettingsError, load_settings, normalize_d
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_are_sqlite_files_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_are_sqlite_files_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("TRADEBASE_"):
             monkeypatch.delenv(name)
     settings = load_settings()
-    assert settings.main_url.render_as_string() == f"sqlite:///{tmp_path}/tradebase-data/tradebase.db"
+    assert (
+        settings.main_url.render_as_string() == f"sqlite:///{tmp_path}/tradebase-data/tradebase.db"
+    )
     assert settings.credentials_url.database == f"{tmp_path}/tradebase-data/credentials.db"
     assert settings.pool_size == 10 and settings.pool_pre_ping is True
 
@@ -46,9 +50,14 @@ def test_bare_engine_urls_get_tradebase_drivers(raw: str, expected: str) -> None
         ({"TRADEBASE_POOL_SIZE": "lots"}, ["TRADEBASE_POOL_SIZE"]),
         ({"TRADEBASE_POOL_SIZE": "0"}, ["TRADEBASE_POOL_SIZE"]),
         ({"TRADEBASE_DATABASE_URL": "oracle://x"}, ["TRADEBASE_DATABASE_URL"]),
-        ({"TRADEBASE_CREDENTIALS_DATABASE_URL": "not a url"}, ["TRADEBASE_CREDENTIALS_DATABASE_URL"]),
-        ({"TRADEBASE_POOL_PRE_PING": "maybe", "TRADEBASE_POOL_TIMEOUT": "-1"},
-         ["TRADEBASE_POOL_PRE_PING", "TRADEBASE_POOL_TIMEOUT"]),
+        (
+            {"TRADEBASE_CREDENTIALS_DATABASE_URL": "not a url"},
+            ["TRADEBASE_CREDENTIALS_DATABASE_URL"],
+        ),
+        (
+            {"TRADEBASE_POOL_PRE_PING": "maybe", "TRADEBASE_POOL_TIMEOUT": "-1"},
+            ["TRADEBASE_POOL_PRE_PING", "TRADEBASE_POOL_TIMEOUT"],
+        ),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(
@@ -66,7 +75,11 @@ def test_the_cli_reports_a_wrong_setting_and_exits_2(tmp_path: Path) -> None:
     env = {**os.environ, "TRADEBASE_POOL_SIZE": "lots", "TRADEBASE_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "tradebase", "db", "current"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -45,8 +45,13 @@ def test_duplicate_client_order_id_is_refused(session: Session, portfolio: Portf
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("side", "hold"), ("order_type", "iceberg"), ("status", "done"), ("product", "XYZ"),
-     ("time_in_force", "GTD")],
+    [
+        ("side", "hold"),
+        ("order_type", "iceberg"),
+        ("status", "done"),
+        ("product", "XYZ"),
+        ("time_in_force", "GTD"),
+    ],
 )
 def test_bad_enum_values_are_refused(
     session: Session, portfolio: Portfolio, field: str, value: str

@@ -103,7 +103,9 @@ def test_ten_fees_of_a_tenth_add_up_to_one(
     fees = session.scalars(select(Trade.fee).where(Trade.portfolio_id == portfolio_ids[0])).all()
     assert sum(fees, Decimal(0)) == Decimal("1")
     if backend != "sqlite":  # SQLite's SUM over text goes through binary floats
-        total = session.scalar(select(func.sum(Trade.fee)).where(Trade.portfolio_id == portfolio_ids[0]))
+        total = session.scalar(
+            select(func.sum(Trade.fee)).where(Trade.portfolio_id == portfolio_ids[0])
+        )
         assert total == Decimal("1")
         raw_total = session.execute(
             text("SELECT SUM(fee) FROM trades WHERE portfolio_id = :p"), {"p": portfolio_ids[0]}
@@ -129,6 +131,8 @@ def test_ordering_comparisons_are_numeric_on_every_engine(
     ).all()
     assert sorted(above) == [Decimal("10"), Decimal("100")]
     exact = session.scalars(
-        select(Trade.pnl).where(Trade.portfolio_id == portfolio_ids[0], Trade.pnl == Decimal("0.50"))
+        select(Trade.pnl).where(
+            Trade.portfolio_id == portfolio_ids[0], Trade.pnl == Decimal("0.50")
+        )
     ).all()
     assert exact == [Decimal("0.5")]

@@ -83,7 +83,8 @@ EXPECTED: dict[str, str] = {
 }
 ARCHIVES = {"audit_log", "messages", "orders"}
 CREDENTIALS_EXPECTED: dict[str, str] = {
-    "credentials": f"id user_id owner_type owner_id kind name ciphertext key_id last4 rotated_at {TS}",
+    "credentials": f"id user_id owner_type owner_id kind name ciphertext key_id last4"
+    f" rotated_at {TS}",
     "credential_access_log": "id credential_id user_id actor action purpose success error"
     " ip_address accessed_at",
 }
@@ -91,166 +92,608 @@ CREDENTIALS_EXPECTED: dict[str, str] = {
 # Where each seed column lives now: "table.column" in the main database, or
 # "credentials:table.column" in the credentials database.
 SEED_HOMES: dict[str, dict[str, str]] = {
-    "000 signals": {c: f"signals.{c}" for c in (
-        "id order_id symbol direction quantity price status error position_status trade_action"
-        " trade_direction position_size hedging_enabled deal_id signal_data timestamp").split()},
+    "000 signals": {
+        c: f"signals.{c}"
+        for c in [
+            "id",
+            "order_id",
+            "symbol",
+            "direction",
+            "quantity",
+            "price",
+            "status",
+            "error",
+            "position_status",
+            "trade_action",
+            "trade_direction",
+            "position_size",
+            "hedging_enabled",
+            "deal_id",
+            "signal_data",
+            "timestamp",
+        ]
+    },
     "000 positions": {
-        "id": "positions.id", "signal_id": "positions.signal_id", "deal_id": "positions.deal_id",
-        "symbol": "positions.symbol", "direction": "positions.direction",
-        "size": "positions.quantity", "entry_price": "positions.entry_price",
-        "status": "positions.status", "exit_price": "positions.exit_price",
-        "profit_loss": "positions.realized_pnl", "exit_timestamp": "positions.closed_at",
+        "id": "positions.id",
+        "signal_id": "positions.signal_id",
+        "deal_id": "positions.deal_id",
+        "symbol": "positions.symbol",
+        "direction": "positions.direction",
+        "size": "positions.quantity",
+        "entry_price": "positions.entry_price",
+        "status": "positions.status",
+        "exit_price": "positions.exit_price",
+        "profit_loss": "positions.realized_pnl",
+        "exit_timestamp": "positions.closed_at",
         "timestamp": "positions.opened_at",
     },
     "000 users": {
-        "id": "users.id", "username": "users.username", "password_hash": "users.password_hash",
-        "email": "users.email", "role": "users.role", "api_key": "api_keys.key_hash",
-        "created_at": "users.created_at", "last_login": "users.last_login",
+        "id": "users.id",
+        "username": "users.username",
+        "password_hash": "users.password_hash",
+        "email": "users.email",
+        "role": "users.role",
+        "api_key": "api_keys.key_hash",
+        "created_at": "users.created_at",
+        "last_login": "users.last_login",
     },
     "000 user_api_keys": {
-        "id": "credentials:credentials.id", "user_id": "credentials:credentials.user_id",
+        "id": "credentials:credentials.id",
+        "user_id": "credentials:credentials.user_id",
         "capital_key": "credentials:credentials.ciphertext",
         "capital_secret": "credentials:credentials.ciphertext",
-        "capital_demo": "trading_accounts.is_paper", "webhook_key": "users.webhook_key_hash",
+        "capital_demo": "trading_accounts.is_paper",
+        "webhook_key": "users.webhook_key_hash",
         "created_at": "credentials:credentials.created_at",
         "updated_at": "credentials:credentials.updated_at",
     },
     "000 api_tokens": {
-        "id": "api_keys.id", "user_id": "api_keys.user_id", "token": "api_keys.key_hash",
-        "description": "api_keys.description", "created_at": "api_keys.created_at",
-        "expires_at": "api_keys.expires_at", "last_used": "api_keys.last_used_at",
+        "id": "api_keys.id",
+        "user_id": "api_keys.user_id",
+        "token": "api_keys.key_hash",
+        "description": "api_keys.description",
+        "created_at": "api_keys.created_at",
+        "expires_at": "api_keys.expires_at",
+        "last_used": "api_keys.last_used_at",
     },
     "002 users": {
-        "id": "users.id", "email": "users.email", "api_key": "api_keys.key_hash",
-        "created_at": "users.created_at", "updated_at": "users.updated_at",
-        "is_active": "users.is_active", "role": "users.role", "settings": "users.settings",
+        "id": "users.id",
+        "email": "users.email",
+        "api_key": "api_keys.key_hash",
+        "created_at": "users.created_at",
+        "updated_at": "users.updated_at",
+        "is_active": "users.is_active",
+        "role": "users.role",
+        "settings": "users.settings",
     },
-    "002 conversations": {c: f"conversations.{c}" for c in
-                          "id user_id title created_at updated_at is_archived metadata".split()},
-    "002 messages": {c: f"messages.{c}" for c in (
-        "id conversation_id role content created_at tokens_used model latency_ms metadata").split()},
+    "002 conversations": {
+        c: f"conversations.{c}"
+        for c in ["id", "user_id", "title", "created_at", "updated_at", "is_archived", "metadata"]
+    },
+    "002 messages": {
+        c: f"messages.{c}"
+        for c in [
+            "id",
+            "conversation_id",
+            "role",
+            "content",
+            "created_at",
+            "tokens_used",
+            "model",
+            "latency_ms",
+            "metadata",
+        ]
+    },
     "002 trades": {
-        **{c: f"trades.{c}" for c in (
-            "id user_id symbol side price fee status created_at executed_at tx_hash metadata").split()},
-        "amount": "trades.quantity", "total_usd": "trades.value",
+        **{
+            c: f"trades.{c}"
+            for c in [
+                "id",
+                "user_id",
+                "symbol",
+                "side",
+                "price",
+                "fee",
+                "status",
+                "created_at",
+                "executed_at",
+                "tx_hash",
+                "metadata",
+            ]
+        },
+        "amount": "trades.quantity",
+        "total_usd": "trades.value",
     },
-    "002 portfolio_snapshots": {c: f"portfolio_snapshots.{c}" for c in (
-        "id user_id timestamp total_value_usd holdings pnl_24h pnl_7d pnl_30d").split()},
-    "002 alerts": {c: f"alert_rules.{c}" for c in (
-        "id user_id type condition is_active created_at triggered_at trigger_count").split()},
-    "002 llm_usage": {c: f"llm_usage.{c}" for c in (
-        "id timestamp provider model input_tokens output_tokens cost_usd user_id request_type"
-        " latency_ms").split()},
+    "002 portfolio_snapshots": {
+        c: f"portfolio_snapshots.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "timestamp",
+            "total_value_usd",
+            "holdings",
+            "pnl_24h",
+            "pnl_7d",
+            "pnl_30d",
+        ]
+    },
+    "002 alerts": {
+        c: f"alert_rules.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "type",
+            "condition",
+            "is_active",
+            "created_at",
+            "triggered_at",
+            "trigger_count",
+        ]
+    },
+    "002 llm_usage": {
+        c: f"llm_usage.{c}"
+        for c in [
+            "id",
+            "timestamp",
+            "provider",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "user_id",
+            "request_type",
+            "latency_ms",
+        ]
+    },
     "002 audit_log": {
-        **{c: f"audit_log.{c}" for c in (
-            "id timestamp user_id action resource_type resource_id ip_address user_agent"
-            " details").split()},
+        **{
+            c: f"audit_log.{c}"
+            for c in [
+                "id",
+                "timestamp",
+                "user_id",
+                "action",
+                "resource_type",
+                "resource_id",
+                "ip_address",
+                "user_agent",
+                "details",
+            ]
+        },
         "hash": "audit_log.row_hash",
     },
-    "002 bot_metrics": {c: f"bot_metrics.{c}" for c in (
-        "id bot_type timestamp messages_processed commands_executed errors_count"
-        " avg_response_time_ms active_users").split()},
-    "002 system_metrics": {c: f"system_metrics.{c}" for c in (
-        "id timestamp component cpu_percent memory_mb disk_percent active_connections"
-        " requests_per_second error_rate").split()},
-    "002 api_keys": {c: f"api_keys.{c}" for c in (
-        "id user_id key_hash name scopes created_at expires_at last_used_at is_active").split()},
+    "002 bot_metrics": {
+        c: f"bot_metrics.{c}"
+        for c in [
+            "id",
+            "bot_type",
+            "timestamp",
+            "messages_processed",
+            "commands_executed",
+            "errors_count",
+            "avg_response_time_ms",
+            "active_users",
+        ]
+    },
+    "002 system_metrics": {
+        c: f"system_metrics.{c}"
+        for c in [
+            "id",
+            "timestamp",
+            "component",
+            "cpu_percent",
+            "memory_mb",
+            "disk_percent",
+            "active_connections",
+            "requests_per_second",
+            "error_rate",
+        ]
+    },
+    "002 api_keys": {
+        c: f"api_keys.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "key_hash",
+            "name",
+            "scopes",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "is_active",
+        ]
+    },
     "002 webhooks": {
-        **{c: f"webhooks.{c}" for c in (
-            "id user_id url events is_active created_at last_called_at failure_count").split()},
+        **{
+            c: f"webhooks.{c}"
+            for c in [
+                "id",
+                "user_id",
+                "url",
+                "events",
+                "is_active",
+                "created_at",
+                "last_called_at",
+                "failure_count",
+            ]
+        },
         "secret_hash": "credentials:credentials.ciphertext",
     },
     "003 users": {
-        **{c: f"users.{c}" for c in (
-            "id username email password_hash is_active created_at updated_at last_login").split()},
+        **{
+            c: f"users.{c}"
+            for c in [
+                "id",
+                "username",
+                "email",
+                "password_hash",
+                "is_active",
+                "created_at",
+                "updated_at",
+                "last_login",
+            ]
+        },
         "is_admin": "users.role",
     },
     "003 trading_accounts": {
-        **{c: f"trading_accounts.{c}" for c in (
-            "id user_id account_name broker host_url websocket_url is_primary is_active"
-            " last_connected connection_status created_at updated_at").split()},
+        **{
+            c: f"trading_accounts.{c}"
+            for c in [
+                "id",
+                "user_id",
+                "account_name",
+                "broker",
+                "host_url",
+                "websocket_url",
+                "is_primary",
+                "is_active",
+                "last_connected",
+                "connection_status",
+                "created_at",
+                "updated_at",
+            ]
+        },
         "api_key_encrypted": "credentials:credentials.ciphertext",
     },
     "003 orders": {
-        **{c: f"orders.{c}" for c in (
-            "id account_id symbol exchange quantity order_type price trigger_price product"
-            " status filled_quantity placed_at").split()},
-        "order_id": "orders.exchange_order_id", "action": "orders.side",
-        "average_price": "orders.average_fill_price", "executed_at": "orders.filled_at",
+        **{
+            c: f"orders.{c}"
+            for c in [
+                "id",
+                "account_id",
+                "symbol",
+                "exchange",
+                "quantity",
+                "order_type",
+                "price",
+                "trigger_price",
+                "product",
+                "status",
+                "filled_quantity",
+                "placed_at",
+            ]
+        },
+        "order_id": "orders.exchange_order_id",
+        "action": "orders.side",
+        "average_price": "orders.average_fill_price",
+        "executed_at": "orders.filled_at",
     },
     "003 positions": {
-        **{c: f"positions.{c}" for c in (
-            "id symbol exchange quantity product current_price day_change day_change_percent"
-            " updated_at").split()},
-        "account_id": "portfolios.account_id", "average_price": "positions.entry_price",
-        "pnl": "positions.unrealized_pnl", "pnl_percent": "positions.unrealized_pnl_percent",
+        **{
+            c: f"positions.{c}"
+            for c in [
+                "id",
+                "symbol",
+                "exchange",
+                "quantity",
+                "product",
+                "current_price",
+                "day_change",
+                "day_change_percent",
+                "updated_at",
+            ]
+        },
+        "account_id": "portfolios.account_id",
+        "average_price": "positions.entry_price",
+        "pnl": "positions.unrealized_pnl",
+        "pnl_percent": "positions.unrealized_pnl_percent",
     },
     "003 holdings": {
-        **{c: f"holdings.{c}" for c in (
-            "id symbol exchange quantity average_price current_price pnl pnl_percent"
-            " invested_value current_value updated_at").split()},
+        **{
+            c: f"holdings.{c}"
+            for c in [
+                "id",
+                "symbol",
+                "exchange",
+                "quantity",
+                "average_price",
+                "current_price",
+                "pnl",
+                "pnl_percent",
+                "invested_value",
+                "current_value",
+                "updated_at",
+            ]
+        },
         "account_id": "portfolios.account_id",
     },
     "003 activity_logs": {
-        **{c: f"audit_log.{c}" for c in "id user_id action ip_address user_agent timestamp".split()},
+        **{
+            c: f"audit_log.{c}"
+            for c in ["id", "user_id", "action", "ip_address", "user_agent", "timestamp"]
+        },
         "details": "audit_log.message",
     },
-    "003 strategies": {c: f"strategies.{c}" for c in (
-        "id name description strategy_type is_active created_at updated_at").split()},
-    "003 strategy_deployments": {c: f"strategy_deployments.{c}" for c in (
-        "id strategy_id account_id capital_allocated max_positions status started_at stopped_at"
-        " total_pnl").split()},
-    "003 trading_hours_templates": {c: f"trading_hours_templates.{c}" for c in
-                                    "id name timezone is_active created_at".split()},
-    "003 trading_sessions": {c: f"trading_sessions.{c}" for c in (
-        "id template_id day_of_week pre_market_start pre_market_end market_open market_close"
-        " post_market_start post_market_end is_trading_day").split()},
-    "003 market_holidays": {c: f"market_holidays.{c}" for c in
-                            "id template_id date description holiday_type".split()},
-    "003 websocket_connections": {c: f"websocket_connections.{c}" for c in (
-        "id account_id connection_id status connected_at disconnected_at messages_received"
-        " last_heartbeat").split()},
-    "003 failover_events": {c: f"failover_events.{c}" for c in (
-        "id from_account_id to_account_id reason timestamp success error_message").split()},
-    "003 orders_archive": {c: f"orders_archive.{c}" for c in (
-        "id account_id symbol exchange quantity placed_at").split()},
+    "003 strategies": {
+        c: f"strategies.{c}"
+        for c in [
+            "id",
+            "name",
+            "description",
+            "strategy_type",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+    },
+    "003 strategy_deployments": {
+        c: f"strategy_deployments.{c}"
+        for c in [
+            "id",
+            "strategy_id",
+            "account_id",
+            "capital_allocated",
+            "max_positions",
+            "status",
+            "started_at",
+            "stopped_at",
+            "total_pnl",
+        ]
+    },
+    "003 trading_hours_templates": {
+        c: f"trading_hours_templates.{c}"
+        for c in ["id", "name", "timezone", "is_active", "created_at"]
+    },
+    "003 trading_sessions": {
+        c: f"trading_sessions.{c}"
+        for c in [
+            "id",
+            "template_id",
+            "day_of_week",
+            "pre_market_start",
+            "pre_market_end",
+            "market_open",
+            "market_close",
+            "post_market_start",
+            "post_market_end",
+            "is_trading_day",
+        ]
+    },
+    "003 market_holidays": {
+        c: f"market_holidays.{c}"
+        for c in ["id", "template_id", "date", "description", "holiday_type"]
+    },
+    "003 websocket_connections": {
+        c: f"websocket_connections.{c}"
+        for c in [
+            "id",
+            "account_id",
+            "connection_id",
+            "status",
+            "connected_at",
+            "disconnected_at",
+            "messages_received",
+            "last_heartbeat",
+        ]
+    },
+    "003 failover_events": {
+        c: f"failover_events.{c}"
+        for c in [
+            "id",
+            "from_account_id",
+            "to_account_id",
+            "reason",
+            "timestamp",
+            "success",
+            "error_message",
+        ]
+    },
+    "003 orders_archive": {
+        c: f"orders_archive.{c}"
+        for c in ["id", "account_id", "symbol", "exchange", "quantity", "placed_at"]
+    },
     "004 users": {
-        **{c: f"users.{c}" for c in (
-            "id username email password_hash role two_factor_enabled email_verified is_active"
-            " created_at updated_at last_login").split()},
+        **{
+            c: f"users.{c}"
+            for c in [
+                "id",
+                "username",
+                "email",
+                "password_hash",
+                "role",
+                "two_factor_enabled",
+                "email_verified",
+                "is_active",
+                "created_at",
+                "updated_at",
+                "last_login",
+            ]
+        },
         "api_key": "credentials:credentials.ciphertext",
         "api_secret": "credentials:credentials.ciphertext",
     },
-    "004 portfolios": {c: f"portfolios.{c}" for c in (
-        "id user_id name total_value_usd cash_balance_usd total_pnl total_pnl_percent daily_pnl"
-        " sharpe_ratio max_drawdown win_rate is_paper is_active created_at updated_at").split()},
-    "004 positions": {c: f"positions.{c}" for c in (
-        "id portfolio_id symbol exchange quantity entry_price current_price unrealized_pnl"
-        " unrealized_pnl_percent opened_at updated_at").split()},
-    "004 orders": {c: f"orders.{c}" for c in (
-        "id user_id portfolio_id exchange_order_id client_order_id symbol exchange side"
-        " order_type status quantity filled_quantity price average_fill_price fee fee_currency"
-        " strategy_id created_at updated_at filled_at cancelled_at").split()},
-    "004 trades": {c: f"trades.{c}" for c in (
-        "id portfolio_id order_id exchange_trade_id symbol exchange side quantity price value"
-        " fee fee_currency pnl pnl_percent executed_at").split()},
-    "004 price_data": {c: f"price_data.{c}" for c in (
-        "id symbol exchange timestamp open high low close volume vwap num_trades").split()},
-    "004 ml_predictions": {c: f"ml_predictions.{c}" for c in (
-        "id model_name model_version symbol predicted_price predicted_direction confidence"
-        " feature_importance predicted_at prediction_horizon actual_price prediction_error"
-        " was_correct").split()},
-    "004 strategies": {c: f"strategies.{c}" for c in (
-        "id user_id name strategy_type description config is_active is_backtest total_pnl"
-        " win_rate sharpe_ratio num_trades created_at updated_at last_signal_at").split()},
-    "004 alerts": {c: f"alerts.{c}" for c in (
-        "id user_id title message severity category symbol order_id strategy_id is_read is_sent"
-        " created_at").split()},
+    "004 portfolios": {
+        c: f"portfolios.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "name",
+            "total_value_usd",
+            "cash_balance_usd",
+            "total_pnl",
+            "total_pnl_percent",
+            "daily_pnl",
+            "sharpe_ratio",
+            "max_drawdown",
+            "win_rate",
+            "is_paper",
+            "is_active",
+            "created_at",
+            "updated_at",
+        ]
+    },
+    "004 positions": {
+        c: f"positions.{c}"
+        for c in [
+            "id",
+            "portfolio_id",
+            "symbol",
+            "exchange",
+            "quantity",
+            "entry_price",
+            "current_price",
+            "unrealized_pnl",
+            "unrealized_pnl_percent",
+            "opened_at",
+            "updated_at",
+        ]
+    },
+    "004 orders": {
+        c: f"orders.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "portfolio_id",
+            "exchange_order_id",
+            "client_order_id",
+            "symbol",
+            "exchange",
+            "side",
+            "order_type",
+            "status",
+            "quantity",
+            "filled_quantity",
+            "price",
+            "average_fill_price",
+            "fee",
+            "fee_currency",
+            "strategy_id",
+            "created_at",
+            "updated_at",
+            "filled_at",
+            "cancelled_at",
+        ]
+    },
+    "004 trades": {
+        c: f"trades.{c}"
+        for c in [
+            "id",
+            "portfolio_id",
+            "order_id",
+            "exchange_trade_id",
+            "symbol",
+            "exchange",
+            "side",
+            "quantity",
+            "price",
+            "value",
+            "fee",
+            "fee_currency",
+            "pnl",
+            "pnl_percent",
+            "executed_at",
+        ]
+    },
+    "004 price_data": {
+        c: f"price_data.{c}"
+        for c in [
+            "id",
+            "symbol",
+            "exchange",
+            "timestamp",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "vwap",
+            "num_trades",
+        ]
+    },
+    "004 ml_predictions": {
+        c: f"ml_predictions.{c}"
+        for c in [
+            "id",
+            "model_name",
+            "model_version",
+            "symbol",
+            "predicted_price",
+            "predicted_direction",
+            "confidence",
+            "feature_importance",
+            "predicted_at",
+            "prediction_horizon",
+            "actual_price",
+            "prediction_error",
+            "was_correct",
+        ]
+    },
+    "004 strategies": {
+        c: f"strategies.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "name",
+            "strategy_type",
+            "description",
+            "config",
+            "is_active",
+            "is_backtest",
+            "total_pnl",
+            "win_rate",
+            "sharpe_ratio",
+            "num_trades",
+            "created_at",
+            "updated_at",
+            "last_signal_at",
+        ]
+    },
+    "004 alerts": {
+        c: f"alerts.{c}"
+        for c in [
+            "id",
+            "user_id",
+            "title",
+            "message",
+            "severity",
+            "category",
+            "symbol",
+            "order_id",
+            "strategy_id",
+            "is_read",
+            "is_sent",
+            "created_at",
+        ]
+    },
     "004 api_keys": {
-        **{c: f"api_keys.{c}" for c in (
-            "id user_id key_hash name description rate_limit_per_minute is_active last_used_at"
-            " total_requests created_at expires_at").split()},
-        "key": "api_keys.key_prefix", "permissions": "api_keys.scopes",
+        **{
+            c: f"api_keys.{c}"
+            for c in [
+                "id",
+                "user_id",
+                "key_hash",
+                "name",
+                "description",
+                "rate_limit_per_minute",
+                "is_active",
+                "last_used_at",
+                "total_requests",
+                "created_at",
+                "expires_at",
+            ]
+        },
+        "key": "api_keys.key_prefix",
+        "permissions": "api_keys.scopes",
     },
 }
 
@@ -404,7 +847,8 @@ def test_every_seed_index_exists(migrated: Migrated) -> None:
         for table in {t for t, _, _ in SEED_INDEXES}
     }
     missing = [
-        (table, name, cols) for table, name, cols in SEED_INDEXES
+        (table, name, cols)
+        for table, name, cols in SEED_INDEXES
         if indexes[table].get(name) != cols
     ]
     assert missing == []

@@ -30,9 +30,7 @@ def test_eight_threads_of_committed_inserts(scratch_factory: ScratchFactory) -> 
             start.wait()
             for i in range(ROWS):
                 with unit_of_work(factory=factory) as session:
-                    session.add(
-                        SystemMetric(component=f"writer-{n}", cpu_percent=Decimal(i % 100))
-                    )
+                    session.add(SystemMetric(component=f"writer-{n}", cpu_percent=Decimal(i % 100)))
         except BaseException as exc:  # collected and re-raised in the main thread
             errors.append(exc)
 

@@ -19,9 +19,11 @@ def test_utc_now_is_aware() -> None:
 
 def test_ensure_utc_converts_offsets_and_refuses_naive() -> None:
     ist = timezone(timedelta(hours=5, minutes=30))
-    assert ensure_utc(datetime(2026, 1, 1, 15, 30, tzinfo=ist)) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert ensure_utc(datetime(2026, 1, 1, 15, 30, tzinfo=ist)) == datetime(
+        2026, 1, 1, 10, 0, tzinfo=UTC
+    )
     with pytest.raises(ValueError, match="naive"):
-        ensure_utc(datetime(2026, 1, 1))  # noqa: DTZ001
+        ensure_utc(datetime(2026, 1, 1))
 
 
 def test_timestamps_come_back_aware_utc(session: Session) -> None:
@@ -60,7 +62,7 @@ def test_server_side_defaults_are_utc(session: Session) -> None:
 
 def test_naive_datetimes_are_refused(session: Session) -> None:
     user = create_user(session)
-    user.last_login = datetime(2026, 1, 1, 12, 0)  # noqa: DTZ001
+    user.last_login = datetime(2026, 1, 1, 12, 0)
     with pytest.raises(Exception, match="naive"):
         session.flush()
     session.rollback()

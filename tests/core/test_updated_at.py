@@ -50,7 +50,8 @@ def test_raw_sql_update_moves_updated_at(session: Session) -> None:
 def test_every_table_with_updated_at_has_its_trigger(session: Session) -> None:
     assert missing_updated_at_triggers(session.connection()) == []
     with_column = {
-        name for name, table in main_metadata.tables.items()
+        name
+        for name, table in main_metadata.tables.items()
         if "updated_at" in table.c and not name.endswith("_archive")
     }
     assert set(tables_with_updated_at(session.connection())) == with_column

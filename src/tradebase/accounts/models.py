@@ -1,4 +1,7 @@
-"""Users and API keys (seeds 000 users/api_tokens, 002 users/api_keys, 003 users, 004 users/api_keys)."""
+"""Users and API keys.
+
+Seeds: 000 users/api_tokens, 002 users/api_keys, 003 users, 004 users/api_keys.
+"""
 
 from __future__ import annotations
 
@@ -57,9 +60,7 @@ class ApiKey(Timestamps, Base):
     key_hash: Mapped[str] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(Text)
-    scopes: Mapped[list[str]] = mapped_column(
-        default=list, server_default=json_default("[]")
-    )
+    scopes: Mapped[list[str]] = mapped_column(default=list, server_default=json_default("[]"))
     rate_limit_per_minute: Mapped[int] = mapped_column(default=60, server_default="60")
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     expires_at: Mapped[datetime | None]

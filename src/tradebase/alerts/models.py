@@ -76,7 +76,9 @@ class Alert(Base):
     category: Mapped[str | None] = mapped_column(String(50))
     symbol: Mapped[str | None] = mapped_column(String(50))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id", ondelete="SET NULL"))
-    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id", ondelete="SET NULL"))
+    strategy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("strategies.id", ondelete="SET NULL")
+    )
     is_read: Mapped[bool] = mapped_column(default=False, server_default="0")
     is_sent: Mapped[bool] = mapped_column(default=False, server_default="0")
     created_at: Mapped[datetime] = created_at_column()

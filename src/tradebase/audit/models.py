@@ -1,4 +1,7 @@
-"""The hash-chained audit trail, which is also the activity log (seed 002 audit_log, 003 activity_logs)."""
+"""The hash-chained audit trail, which is also the activity log.
+
+Seeds: 002 audit_log, 003 activity_logs.
+"""
 
 from __future__ import annotations
 

@@ -23,7 +23,12 @@ from tradebase.core.ddl import (
 )
 
 _IMPORT = "import tradebase.core.ddl as tb"
-_TYPES = {ExactDecimal: "tb.ExactDecimal()", UTCDateTime: "tb.UTCDateTime()", JSONDoc: "tb.JSONDoc()", BigID: "tb.BigID()"}
+_TYPES = {
+    ExactDecimal: "tb.ExactDecimal()",
+    UTCDateTime: "tb.UTCDateTime()",
+    JSONDoc: "tb.JSONDoc()",
+    BigID: "tb.BigID()",
+}
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -41,13 +46,13 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
             autogen_context.imports.add(_IMPORT)
             return f"tb.json_default({arg.literal!r})"
     elif type_ == "check" and isinstance(obj, CheckConstraint):
-        name = obj.name
-        if name is not None and not str(name).startswith("ck_") and obj.table is not None:
-            name = f"ck_{obj.table.name}_{name}"
-        source = render_check(obj, str(name))
-        if source is not None:
+        name = str(obj.name)
+        if not name.startswith("ck_") and obj.table is not None:
+            name = f"ck_{obj.table.name}_{name}"  # the naming convention's final name
+        rendered = render_check(obj, name)
+        if rendered is not None:
             autogen_context.imports.add(_IMPORT)
-            return source
+            return rendered
     return False
 
 
@@ -80,7 +85,9 @@ def compare_type(
     return None
 
 
-def skip_empty_revision(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+def skip_empty_revision(
+    context: MigrationContext, revision: Any, directives: list[MigrationScript]
+) -> None:
     """Write no file when autogenerate found no difference."""
     script = directives[0]
     if script.upgrade_ops is not None and script.upgrade_ops.is_empty():

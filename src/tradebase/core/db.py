@@ -78,9 +78,7 @@ def _install_mysql_hooks(engine: Engine) -> None:
         original = context.original_exception
         code = original.args[0] if original is not None and original.args else None
         if code in _MYSQL_CHECK_VIOLATIONS:
-            raise IntegrityError(
-                context.statement, context.parameters, original
-            ) from original
+            raise IntegrityError(context.statement, context.parameters, original) from original
 
 
 _MYSQL_CHECK_VIOLATIONS = (3819, 4025)

@@ -128,12 +128,14 @@ def ck(name: str, template: str) -> CheckConstraint:
     ``{num:col}``; ``{len:col}`` is a length in characters on every engine. *name* is the
     short name: the naming convention makes it ``ck_<table>_<name>``.
     """
-    constraint = CheckConstraint(_PortableCheck(template), name=name)  # type: ignore[arg-type]
+    constraint = CheckConstraint(_PortableCheck(template), name=name)
     constraint.info["tradebase_render"] = ("ck", template)
     return constraint
 
 
-def ck_in(name: str, column: str, values: Iterable[str], *, nullable: bool = False) -> CheckConstraint:
+def ck_in(
+    name: str, column: str, values: Iterable[str], *, nullable: bool = False
+) -> CheckConstraint:
     """A CHECK that *column* holds one of *values* (an enumeration stored as a string)."""
     values = [str(v) for v in values]
     quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
@@ -176,13 +178,13 @@ def _trigger_ddl(dialect: str, table: str) -> list[str]:
         ]
     if dialect in ("mysql", "mariadb"):
         return [
-            f"CREATE TRIGGER {name} BEFORE UPDATE ON `{table}` FOR EACH ROW "
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON `{table}` FOR EACH ROW "  # noqa: S608
             "SET NEW.updated_at = IF(NEW.updated_at <=> OLD.updated_at, "
             "UTC_TIMESTAMP(6), NEW.updated_at)"
         ]
     if dialect == "sqlite":
         return [
-            f'CREATE TRIGGER {name} AFTER UPDATE ON "{table}" FOR EACH ROW '
+            f'CREATE TRIGGER {name} AFTER UPDATE ON "{table}" FOR EACH ROW '  # noqa: S608
             "WHEN NEW.updated_at IS OLD.updated_at BEGIN "
             f"UPDATE \"{table}\" SET updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') "
             "WHERE rowid = NEW.rowid; END"
@@ -200,8 +202,7 @@ def _existing_triggers(connection: Connection) -> set[str]:
         )
     elif dialect in ("mysql", "mariadb"):
         sql = (
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = DATABASE()"
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
         )
     else:
         sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"

@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Column, Index, Integer, MetaData, Table
-from sqlalchemy.types import NullType
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import NullType
 
 from tradebase.core.ddl import JSONDoc
 from tradebase.core.money import ExactDecimal

@@ -35,7 +35,7 @@ _ZERO = Decimal(0)
 
 
 def to_decimal(value: Decimal | int | str | float) -> Decimal:
-    """Convert to `Decimal` exactly; a float goes through its shortest repr, never its binary value."""
+    """Convert to `Decimal` exactly; a float goes by its shortest repr, not its binary value."""
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, bool):
@@ -71,7 +71,7 @@ def check_fits(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError(f"not a finite number: {value}")
     value = canonical(value)
-    sign, digits, exponent = value.as_tuple()
+    _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     if exponent < -SCALE:
         raise ValueError(f"{value} has more than {SCALE} decimal places")
@@ -120,8 +120,11 @@ class ExactDecimal(TypeDecorator[Decimal]):
     class Comparator(TypeDecorator.Comparator[Decimal]):
         def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
             if op in _ORDERING:
-                return op(_RealCast(self.expr), *(_as_real(o, self.type) for o in other))  # type: ignore[no-any-return]
-            return super().operate(op, *other, **kwargs)  # type: ignore[no-any-return]
+                result: ColumnElement[Any] = op(
+                    _RealCast(self.expr), *(_as_real(o, self.type) for o in other)
+                )
+                return result
+            return super().operate(op, *other, **kwargs)
 
     comparator_factory = Comparator
 

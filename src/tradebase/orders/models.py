@@ -79,7 +79,9 @@ class Order(Timestamps, Base):
     portfolio_id: Mapped[int | None] = mapped_column(
         ForeignKey("portfolios.id", ondelete="CASCADE")
     )
-    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id", ondelete="SET NULL"))
+    strategy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("strategies.id", ondelete="SET NULL")
+    )
     deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey("strategy_deployments.id", ondelete="SET NULL")
     )
@@ -196,7 +198,7 @@ class Trade(Timestamps, Base):
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[Decimal]  # 002 amount
     price: Mapped[Decimal]
-    value: Mapped[Decimal]  # price × quantity; 002 total_usd
+    value: Mapped[Decimal]  # price * quantity; 002 total_usd
     fee: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     fee_currency: Mapped[str | None] = mapped_column(String(10))
     pnl: Mapped[Decimal | None]  # realized P&L of the closing part, net of fees

@@ -126,7 +126,7 @@ class Portfolio(Timestamps, Base):
 
 
 def _open_slot(context: DefaultExecutionContext) -> int | None:
-    status = context.get_current_parameters().get("status", PositionStatus.open)
+    status = context.get_current_parameters().get("status", PositionStatus.open)  # type: ignore[no-untyped-call]
     return 1 if status == PositionStatus.open else None
 
 
@@ -155,7 +155,9 @@ class Position(Timestamps, Base):
     fees_paid: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     day_change: Mapped[Decimal | None]
     day_change_percent: Mapped[Decimal | None]
-    status: Mapped[str] = mapped_column(String(10), default=PositionStatus.open, server_default="open")
+    status: Mapped[str] = mapped_column(
+        String(10), default=PositionStatus.open, server_default="open"
+    )
     open_slot: Mapped[int | None] = mapped_column(default=_open_slot, server_default="1")
     exit_price: Mapped[Decimal | None]
     opened_at: Mapped[datetime] = mapped_column(default=utc_now)
@@ -168,7 +170,12 @@ class Position(Timestamps, Base):
 
     __table_args__ = (
         UniqueConstraint(
-            "portfolio_id", "symbol", "exchange", "product", "direction", "open_slot",
+            "portfolio_id",
+            "symbol",
+            "exchange",
+            "product",
+            "direction",
+            "open_slot",
             name="unique_position",
         ),
         Index("idx_positions_deal_id", "deal_id", unique=True),

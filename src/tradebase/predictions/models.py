@@ -49,7 +49,9 @@ class MlPrediction(Base):
         Index("idx_ml_predictions_predicted_at", "predicted_at"),
         Index("idx_ml_predictions_model_time", "model_name", "predicted_at"),
         Index("idx_ml_predictions_user", "user_id"),
-        ck_in("predicted_direction", "predicted_direction", list(PredictedDirection), nullable=True),
+        ck_in(
+            "predicted_direction", "predicted_direction", list(PredictedDirection), nullable=True
+        ),
         ck("confidence_range", "{num:confidence} >= 0 AND {num:confidence} <= 1"),
         ck("horizon_positive", "prediction_horizon > 0"),
         ck("error_nonnegative", "{num:prediction_error} >= 0"),

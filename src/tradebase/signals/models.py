@@ -43,7 +43,9 @@ class Signal(Timestamps, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    strategy_id: Mapped[int | None] = mapped_column(ForeignKey("strategies.id", ondelete="SET NULL"))
+    strategy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("strategies.id", ondelete="SET NULL")
+    )
     account_id: Mapped[int | None] = mapped_column(
         ForeignKey("trading_accounts.id", ondelete="SET NULL")
     )

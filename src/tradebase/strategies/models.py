@@ -46,9 +46,7 @@ class Strategy(Timestamps, Base):
     strategy_type: Mapped[str] = mapped_column(
         String(30), default=StrategyType.custom, server_default="custom"
     )
-    config: Mapped[dict[str, Any]] = mapped_column(
-        default=dict, server_default=json_default("{}")
-    )
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=json_default("{}"))
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     is_backtest: Mapped[bool] = mapped_column(default=False, server_default="0")
     total_pnl: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
