@@ -52,7 +52,11 @@ class ServerDatabases:
         self.backend = backend
         self.admin_url = normalize_database_url(SERVER_URLS[backend])
         self.admin = create_db_engine(
-            self.admin_url, Settings(), pooled=False, isolation_level="AUTOCOMMIT"
+            self.admin_url,
+            Settings(),
+            pooled=False,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"connect_timeout": 5},
         )
         self.created: list[str] = []
 
@@ -110,13 +114,17 @@ class ScratchFactory:
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self.tmp = tmp_path_factory
         self.servers: dict[str, ServerDatabases] = {}
+        self.failures: dict[str, Exception] = {}
 
     def server(self, backend: str) -> ServerDatabases:
+        if backend in self.failures:  # tried once already: do not wait on it again
+            _unreachable(backend, self.failures[backend])
         if backend not in self.servers:
             server = ServerDatabases(backend)
             try:
                 server.ping()
             except Exception as exc:
+                self.failures[backend] = exc
                 _unreachable(backend, exc)
             self.servers[backend] = server
         return self.servers[backend]

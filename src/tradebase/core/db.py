@@ -94,10 +94,11 @@ def create_db_engine(
     """
     settings = settings or get_settings()
     backend = url.get_backend_name()
+    extra_connect_args = kwargs.pop("connect_args", {})
     options: dict[str, Any] = {}
     if backend == "sqlite":
         memory = _is_memory(url)
-        options["connect_args"] = {"check_same_thread": False}
+        options["connect_args"] = {"check_same_thread": False, **extra_connect_args}
         if memory:
             options["poolclass"] = StaticPool
         elif not pooled:
@@ -120,8 +121,11 @@ def create_db_engine(
         )
     else:
         options["poolclass"] = NullPool
+    connect_args = dict(extra_connect_args)
     if backend == "postgresql":
-        options["connect_args"] = {"options": "-c timezone=UTC"}
+        connect_args.setdefault("options", "-c timezone=UTC")
+    if connect_args:
+        options["connect_args"] = connect_args
     options.update(kwargs)
     engine = create_engine(url, **options)
     if backend in ("mysql", "mariadb"):

@@ -40,7 +40,10 @@ def _targets(target: Target) -> list[Database]:
 
 
 def _where(database: Database) -> str:
-    return database_url(database).render_as_string(hide_password=True)
+    url = database_url(database)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return f"SQLite file {url.database}"
+    return url.render_as_string(hide_password=True)
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # so that +1 is a revision
@@ -53,7 +56,9 @@ def upgrade(
     """Create or migrate the databases up to REVISION (default: the latest)."""
     for db in _targets(database):
         migrate.upgrade(db, revision)
-        typer.echo(f"{db.value}: {_where(db)} at revision {migrate.current_revision(db)}")
+        rev = migrate.current_revision(db)
+        latest = " (latest)" if rev == migrate.head_revision(db) else ""
+        typer.echo(f"{db.value} database: {_where(db)}, at revision {rev}{latest}")
 
 
 @app.command(context_settings={"ignore_unknown_options": True})  # so that -1 is a revision
@@ -64,7 +69,8 @@ def downgrade(
     """Migrate the databases down to REVISION (base drops every table)."""
     for db in _targets(database):
         migrate.downgrade(db, revision)
-        typer.echo(f"{db.value}: {_where(db)} at revision {migrate.current_revision(db) or 'base'}")
+        rev = migrate.current_revision(db) or "base (no tables)"
+        typer.echo(f"{db.value} database: {_where(db)}, at revision {rev}")
 
 
 @app.command()
@@ -74,7 +80,7 @@ def current(database: DatabaseOption = Target.all) -> None:
         rev = migrate.current_revision(db)
         head = migrate.head_revision(db)
         state = "up to date" if rev == head else f"behind: head is {head}"
-        typer.echo(f"{db.value}: {rev or 'empty (never migrated)'} ({state}) {_where(db)}")
+        typer.echo(f"{db.value} database: {_where(db)}, at {rev or 'base'} ({state})")
 
 
 @app.command()
