@@ -1,0 +1,88 @@
+"""Per-engine connection settings and the unit of work."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import Migrated, ScratchFactory
+from tradebase.core import migrate
+from tradebase.core.db import Database, Engines, create_db_engine, unit_of_work
+from tradebase.metrics.models import BotMetric
+
+
+def test_sqlite_connections_are_configured(scratch_factory: ScratchFactory) -> None:
+    scratch = scratch_factory.new("sqlite", "pragmas")
+    settings = scratch.settings().model_copy(update={"sqlite_busy_timeout_ms": 1234})
+    engine = create_db_engine(scratch.main_url, settings)
+    with engine.connect() as conn:
+        pragma = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        }
+    engine.dispose()
+    assert pragma == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "busy_timeout": 1234,
+        "foreign_keys": 1,
+    }
+
+
+def test_a_writing_unit_of_work_holds_the_sqlite_write_lock_from_its_start(
+    scratch_factory: ScratchFactory,
+) -> None:
+    scratch = scratch_factory.new("sqlite", "immediate")
+    settings = scratch.settings()
+    migrate.upgrade(Database.main, settings=settings)
+    factory = Engines(settings).session_factory(Database.main)
+    other = sqlite3.connect(scratch.main_url.database, timeout=0, isolation_level=None)
+    with unit_of_work(factory=factory, write=False) as session:
+        session.execute(text("SELECT 1"))
+        other.execute("BEGIN IMMEDIATE")  # a reader does not block a writer
+        other.execute("ROLLBACK")
+    with unit_of_work(factory=factory) as session:
+        session.execute(text("SELECT 1"))  # has not written anything yet
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        session.add(BotMetric(bot_type="telegram"))
+    other.execute("BEGIN IMMEDIATE")  # released at commit
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_a_unit_of_work_is_one_transaction(scratch_factory: ScratchFactory) -> None:
+    scratch = scratch_factory.new("sqlite", "uow")
+    settings = scratch.settings()
+    migrate.upgrade(Database.main, settings=settings)
+    factory = Engines(settings).session_factory(Database.main)
+    with pytest.raises(RuntimeError), unit_of_work(factory=factory) as session:
+        session.add(BotMetric(bot_type="telegram"))
+        session.flush()
+        raise RuntimeError("half-way")
+    with unit_of_work(factory=factory, write=False) as session:
+        assert session.execute(text("SELECT count(*) FROM bot_metrics")).scalar() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_server_engines_use_the_pool_settings(migrated: Migrated) -> None:
+    settings = migrated.scratch.settings().model_copy(
+        update={"pool_size": 3, "max_overflow": 2, "pool_timeout": 7.0, "pool_recycle": 99}
+    )
+    engine = create_db_engine(migrated.scratch.main_url, settings)
+    pool = engine.pool
+    assert (pool.size(), pool._max_overflow, pool._timeout, pool._recycle, pool._pre_ping) == (  # type: ignore[attr-defined]
+        3,
+        2,
+        7.0,
+        99,
+        True,
+    )
+    with engine.connect() as conn:
+        if migrated.backend == "postgresql":
+            assert conn.exec_driver_sql("SHOW TIME ZONE").scalar() == "UTC"
+        else:
+            assert conn.exec_driver_sql("SELECT @@session.time_zone").scalar() == "+00:00"
+    engine.dispose()
