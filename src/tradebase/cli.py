@@ -16,6 +16,7 @@ app = typer.Typer(
         " variables and .env; with none set, data lives in ./tradebase-data (SQLite)."
     ),
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_app, name="db")
