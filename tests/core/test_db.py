@@ -86,3 +86,20 @@ def test_server_engines_use_the_pool_settings(migrated: Migrated) -> None:
         else:
             assert conn.exec_driver_sql("SELECT @@session.time_zone").scalar() == "+00:00"
     engine.dispose()
+
+
+def test_autocommit_sqlite_connections_commit_each_statement(
+    scratch_factory: ScratchFactory,
+) -> None:
+    scratch = scratch_factory.new("sqlite", "autocommit")
+    settings = scratch.settings()
+    migrate.upgrade(Database.main, settings=settings)
+    engine = create_db_engine(scratch.main_url, settings)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO bot_metrics (bot_type, timestamp)"
+            " VALUES ('a', '2026-01-01 00:00:00.000000')"
+        )
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM bot_metrics").scalar() == 1
+    engine.dispose()

@@ -14,7 +14,7 @@ from tradebase.cli import app
 from tradebase.config import get_settings
 from tradebase.core import migrate
 from tradebase.core.db import Database, create_db_engine
-from tradebase.core.ddl import missing_updated_at_triggers
+from tradebase.core.ddl import ck, missing_updated_at_triggers
 from tradebase.core.money import ExactDecimal
 from tradebase.schema import credentials_metadata, main_metadata
 
@@ -74,9 +74,18 @@ def test_relative_downgrade_stays_in_its_branch(scratch: Scratch) -> None:
 
 
 def test_check_passes_on_a_clean_tree(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "upgrade")
+    assert code == 0, out
     code, out = tb(scratch, "db", "check")
     assert code == 0, out
     assert out.count("models and migrations agree") == 2
+
+
+def test_check_changes_nothing_and_asks_for_an_upgrade(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "check", "--database", "credentials")
+    assert code == 1
+    assert "run tradebase db upgrade --database credentials first" in out
+    assert tables(scratch, Database.credentials) == set()
 
 
 def test_check_fails_when_a_model_gains_a_column(
@@ -87,6 +96,8 @@ def test_check_fails_when_a_model_gains_a_column(
         table.to_metadata(changed)
     changed.tables["orders"].append_column(Column("venue_fee_tier", String(10)))
     changed.tables["users"].append_column(Column("login_count", Integer))
+    changed.tables["orders"].append_constraint(ck("tag_not_empty", "{len:tag} > 0"))
+    tb(scratch, "db", "upgrade")
     monkeypatch.setattr(
         "tradebase.schema.metadata_for",
         lambda database: changed if database is Database.main else credentials_metadata,
@@ -95,6 +106,7 @@ def test_check_fails_when_a_model_gains_a_column(
     assert code == 1
     assert "add column: orders.venue_fee_tier" in out
     assert "add column: users.login_count" in out
+    assert "add check: ck_orders_tag_not_empty on orders" in out
     assert "tradebase db revision" in out
 
 
@@ -105,6 +117,24 @@ def test_revision_writes_nothing_when_models_and_migrations_agree(scratch: Scrat
     assert code == 0, out
     assert out.count("no changes, nothing written") == 2
     assert set(versions.rglob("*.py")) == before
+
+
+def test_an_explicit_revision_goes_to_its_own_database(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "upgrade", "main_0001")
+    assert code == 0, out
+    assert "main database" in out and "credentials database" not in out
+    assert tables(scratch, Database.credentials) == set()
+    code, out = tb(scratch, "db", "upgrade", "nonesuch")
+    assert code == 2
+    assert "'nonesuch' is not a migration of either database" in out
+
+
+def test_current_on_a_fresh_machine_creates_nothing(scratch: Scratch) -> None:
+    code, out = tb(scratch, "db", "current")
+    assert code == 0, out
+    assert out.count("at base (behind") == 2
+    if scratch.backend == "sqlite":
+        assert not Path(str(scratch.main_url.database)).exists()
 
 
 def test_history_lists_each_branch(scratch: Scratch) -> None:
@@ -154,7 +184,7 @@ def test_revision_autogenerates_a_migration_that_upgrades_and_downgrades(
         assert "venue_fee" in cols
         checks = {c["name"] for c in inspect(conn).get_check_constraints("orders")}
         assert "ck_orders_quantity_positive" in checks
-        assert missing_updated_at_triggers(conn) == []
+        assert missing_updated_at_triggers(conn, main_metadata.tables) == []
     engine.dispose()
     code, out = tb(scratch, "db", "downgrade", "-1", "--database", "main")
     assert code == 0, out
@@ -163,5 +193,5 @@ def test_revision_autogenerates_a_migration_that_upgrades_and_downgrades(
         assert "venue_fee" not in {c["name"] for c in inspect(conn).get_columns("orders")}
         checks = {c["name"] for c in inspect(conn).get_check_constraints("orders")}
         assert "ck_orders_quantity_positive" in checks
-        assert missing_updated_at_triggers(conn) == []
+        assert missing_updated_at_triggers(conn, main_metadata.tables) == []
     engine.dispose()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.factories import create_account, create_portfolio, create_user
@@ -36,6 +38,8 @@ def test_canonical_strips_zeros_without_exponents() -> None:
 
 
 def test_values_that_do_not_fit_are_refused_not_rounded() -> None:
+    with pytest.raises(ValueError, match="decimal places"):
+        check_fits(Decimal("1." + "0" * 59 + "1"))  # 61 significant digits
     with pytest.raises(ValueError, match="18 decimal places"):
         check_fits(Decimal("0.0000000000000000001"))
     with pytest.raises(ValueError, match="20 integer digits"):
@@ -100,13 +104,12 @@ def test_ten_fees_of_a_tenth_add_up_to_one(
         _trade(session, *portfolio_ids, fee=Decimal("0.1"))
     session.flush()
     session.expunge_all()
-    fees = session.scalars(select(Trade.fee).where(Trade.portfolio_id == portfolio_ids[0])).all()
+    mine = Trade.portfolio_id == portfolio_ids[0]
+    fees = session.scalars(select(Trade.fee).where(mine)).all()
     assert sum(fees, Decimal(0)) == Decimal("1")
-    if backend != "sqlite":  # SQLite's SUM over text goes through binary floats
-        total = session.scalar(
-            select(func.sum(Trade.fee)).where(Trade.portfolio_id == portfolio_ids[0])
-        )
-        assert total == Decimal("1")
+    # SQL SUM too: NUMERIC on the servers, Tradebase's decimal aggregate on SQLite.
+    assert session.scalar(select(func.sum(Trade.fee)).where(mine)) == Decimal("1")
+    if backend != "sqlite":  # the servers' own SUM, as any SQL client runs it
         raw_total = session.execute(
             text("SELECT SUM(fee) FROM trades WHERE portfolio_id = :p"), {"p": portfolio_ids[0]}
         ).scalar()
@@ -136,3 +139,87 @@ def test_ordering_comparisons_are_numeric_on_every_engine(
         )
     ).all()
     assert exact == [Decimal("0.5")]
+
+
+PNLS = [
+    "9",
+    "10",
+    "100",
+    "0.5",
+    "-3",
+    "-10",
+    "12345678901.12345678",
+    "12345678901.12345679",
+    "1.00000000000000001",
+    "1",
+]
+
+
+@pytest.fixture
+def pnls(session: Session, portfolio_ids: tuple[int, int]) -> Callable[..., list[Decimal]]:
+    for raw in PNLS:
+        _trade(session, *portfolio_ids, pnl=Decimal(raw))
+    session.flush()
+    mine = Trade.portfolio_id == portfolio_ids[0]
+
+    def query(*where: Any, order: Any = None) -> list[Decimal]:
+        statement = select(Trade.pnl).where(mine, *where)
+        if order is not None:
+            statement = statement.order_by(order)
+        return list(session.scalars(statement).all())
+
+    return query
+
+
+def test_sql_ordering_of_decimals_is_numeric_and_exact(pnls: Callable[..., list[Decimal]]) -> None:
+    # Worked out by hand: numeric order, telling apart values that differ in the 19th digit.
+    expected = sorted(Decimal(p) for p in PNLS)
+    assert pnls(order=Trade.pnl) == expected
+    assert pnls(order=Trade.pnl.desc()) == expected[::-1]
+    assert sorted(pnls(Trade.pnl.between(Decimal(9), Decimal(10)))) == [Decimal(9), Decimal(10)]
+    assert pnls(Trade.pnl > Decimal("12345678901.12345678")) == [Decimal("12345678901.12345679")]
+    assert pnls(Trade.pnl > 1, Trade.pnl < 2) == [Decimal("1.00000000000000001")]
+    assert sorted(pnls(Trade.pnl.in_([Decimal("1.0"), Decimal("-3")]))) == [Decimal(-3), Decimal(1)]
+    floor = bindparam("floor", Decimal("99"))  # a bind parameter typed by the comparison
+    assert sorted(pnls(Trade.pnl > floor)) == [
+        Decimal("100"),
+        Decimal("12345678901.12345678"),
+        Decimal("12345678901.12345679"),
+    ]
+
+
+def test_sql_min_max_and_sum_are_exact(
+    session: Session, portfolio_ids: tuple[int, int], pnls: Callable[..., list[Decimal]]
+) -> None:
+    mine = Trade.portfolio_id == portfolio_ids[0]
+    low, high, total = session.execute(
+        select(func.min(Trade.pnl), func.max(Trade.pnl), func.sum(Trade.pnl)).where(mine)
+    ).one()
+    assert (low, high) == (Decimal("-10"), Decimal("12345678901.12345679"))
+    # 9+10+100+0.5-3-10+12345678901.12345678+12345678901.12345679+1.00000000000000001+1
+    assert total == Decimal("24691357910.74691357000000001")
+
+
+def test_sql_arithmetic_on_decimals_is_exact(
+    session: Session, portfolio_ids: tuple[int, int]
+) -> None:
+    trade = _trade(session, *portfolio_ids, pnl=Decimal("12345678901.12345678"))
+    session.flush()
+    session.execute(
+        update(Trade)
+        .where(Trade.id == trade.id)
+        .values(pnl=Trade.pnl + Decimal("0.00000000000000001"), fee=Trade.price * 3)
+    )
+    session.execute(update(Trade).where(Trade.id == trade.id).values(value=10 - Trade.price))
+    session.expire_all()
+    stored = session.get(Trade, trade.id)
+    assert stored is not None
+    assert stored.pnl == Decimal("12345678901.12345678000000001")
+    assert (stored.fee, stored.value) == (Decimal(3), Decimal(9))
+    assert session.scalar(select(Trade.id).where(Trade.fee == 3, Trade.id == trade.id)) == trade.id
+    # Each operator compiles to its own SQL (the statement cache tells them apart).
+    answers = [
+        session.scalar(select(expression).where(Trade.id == trade.id))
+        for expression in (Trade.fee + 2, Trade.fee - 2, Trade.fee * 2, Trade.fee / 2)
+    ]
+    assert answers == [Decimal(5), Decimal(1), Decimal(6), Decimal("1.5")]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from tests.factories import create_user
 from tradebase.accounts.models import User
 from tradebase.core.time import ensure_utc, utc_now
+from tradebase.portfolios.models import TradingAccount
 
 
 def test_utc_now_is_aware() -> None:
@@ -42,22 +43,49 @@ def test_timestamps_come_back_aware_utc(session: Session) -> None:
     assert stored.created_at.tzinfo is UTC
 
 
-def test_server_side_defaults_are_utc(session: Session) -> None:
-    # A row inserted by raw SQL gets created_at from the database's own clock, in UTC.
+def test_server_side_defaults_are_utc_whatever_the_session_time_zone(
+    session: Session, backend: str
+) -> None:
+    # A raw insert from a client whose session runs at +05:30 still stamps UTC.
+    if backend == "postgresql":
+        session.execute(text("SET LOCAL TIME ZONE '+05:30'"))
+    elif backend == "mysql":
+        session.execute(text("SET time_zone = '+05:30'"))
     session.execute(
         text(
-            "INSERT INTO users (username, email, password_hash, role, is_active, email_verified,"
-            " two_factor_enabled) VALUES ('rawsql', 'raw@example.com', 'x', 'viewer', 1, 0, 0)"
-        )
-        if session.get_bind().dialect.name != "postgresql"
-        else text(
-            "INSERT INTO users (username, email, password_hash, role) VALUES"
-            " ('rawsql', 'raw@example.com', 'x', 'viewer')"
+            "INSERT INTO trading_accounts (user_id, account_name, broker)"
+            " VALUES (:user_id, 'raw insert', 'paper')"
+        ),
+        {"user_id": create_user(session).id},
+    )
+    if backend == "mysql":
+        session.execute(text("SET time_zone = '+00:00'"))
+    created = session.scalar(
+        select(TradingAccount.created_at).where(TradingAccount.account_name == "raw insert")
+    )
+    assert created is not None and created.tzinfo is UTC
+    assert abs(created - utc_now()) < timedelta(minutes=1)
+
+
+def test_database_stamps_compare_equal_to_themselves(session: Session) -> None:
+    # A created_at written by the database's default, read back and used as a parameter,
+    # finds its row (same precision on the way in and out).
+    session.execute(
+        text(
+            "INSERT INTO trading_accounts (user_id, account_name, broker)"
+            " VALUES (:user_id, 'stamped', 'paper')"
+        ),
+        {"user_id": create_user(session).id},
+    )
+    created = session.scalar(
+        select(TradingAccount.created_at).where(TradingAccount.account_name == "stamped")
+    )
+    found = session.scalar(
+        select(func.count()).where(
+            TradingAccount.account_name == "stamped", TradingAccount.created_at == created
         )
     )
-    created = session.scalar(select(User.created_at).where(User.username == "rawsql"))
-    assert created is not None and created.tzinfo is UTC
-    assert abs(created - utc_now()) < timedelta(minutes=5)
+    assert found == 1
 
 
 def test_naive_datetimes_are_refused(session: Session) -> None:

@@ -462,9 +462,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("strategies", schema=None) as batch_op:
         batch_op.create_index("idx_strategies_active", ["is_active"], unique=False)
-        batch_op.create_index(
-            "idx_strategies_performance", ["num_trades", "sharpe_ratio"], unique=False
-        )
+        batch_op.create_index("idx_strategies_num_trades", ["num_trades"], unique=False)
         batch_op.create_index("idx_strategy_type", ["strategy_type"], unique=False)
         batch_op.create_index("idx_strategy_user", ["user_id"], unique=False)
 

@@ -17,6 +17,7 @@ from tradebase.core.ddl import (
     ExactDecimal,
     JSONDoc,
     UTCDateTime,
+    check_name,
     json_default,
     render_check,
     utcnow_sql,
@@ -46,10 +47,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
             autogen_context.imports.add(_IMPORT)
             return f"tb.json_default({arg.literal!r})"
     elif type_ == "check" and isinstance(obj, CheckConstraint):
-        name = str(obj.name)
-        if not name.startswith("ck_") and obj.table is not None:
-            name = f"ck_{obj.table.name}_{name}"  # the naming convention's final name
-        rendered = render_check(obj, name)
+        rendered = render_check(obj, check_name(obj))
         if rendered is not None:
             autogen_context.imports.add(_IMPORT)
             return rendered

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from tradebase.config import Settings, get_settings
+from tradebase.core.money import register_sqlite_functions
 
 SQLITE_BEGIN_OPTION = "tradebase_sqlite_begin"
 
@@ -41,6 +42,7 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) ->
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see do_begin
+        register_sqlite_functions(dbapi_connection)
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -53,7 +55,11 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) ->
 
     @event.listens_for(engine, "begin")
     def _do_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "")
+        options = conn.get_execution_options()
+        engine_level = getattr(conn.dialect, "isolation_level", None)
+        if "AUTOCOMMIT" in (options.get("isolation_level"), engine_level):
+            return
+        mode = options.get(SQLITE_BEGIN_OPTION, "")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 

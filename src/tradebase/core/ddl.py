@@ -11,8 +11,9 @@ stable interface: change a helper's output only together with a migration.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, inspect
@@ -21,10 +22,11 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
 
 from tradebase.core.money import ExactDecimal
-from tradebase.core.time import UTCDateTime, utcnow_sql
+from tradebase.core.time import SQLITE_NOW, UTCDateTime, utcnow_sql
 
 __all__ = [
     "BigID",
@@ -69,6 +71,7 @@ class json_default(ColumnElement[Any]):  # noqa: N801 - reads like SQL
     take JSON defaults only as expressions."""
 
     inherit_cache = True
+    _traverse_internals = [("literal", InternalTraversal.dp_string)]
 
     def __init__(self, literal: str = "{}") -> None:
         self.literal = literal
@@ -108,7 +111,9 @@ def _render_template(template: str, dialect: str) -> str:
     def replace(match: re.Match[str]) -> str:
         kind, column = match.group(1), match.group(2)
         if kind == "num":
-            return f"CAST({column} AS REAL)" if dialect == "sqlite" else column
+            # On SQLite `col + 0` is the number in the text; CAST(col ...) would still be
+            # "the column" and need its tb_decimal collation, which the sqlite3 shell lacks.
+            return f"({column} + 0)" if dialect == "sqlite" else column
         if dialect in ("mysql", "mariadb"):
             return f"CHAR_LENGTH({column})"
         return f"length({column})"
@@ -125,7 +130,8 @@ def ck(name: str, template: str) -> CheckConstraint:
     """A portable CHECK, e.g. ``ck("quantity_positive", "{num:quantity} > 0")``.
 
     Decimal columns are stored as text on SQLite, so comparisons on them must go through
-    ``{num:col}``; ``{len:col}`` is a length in characters on every engine. *name* is the
+    ``{num:col}`` (a double there: exact to 15 significant digits; the application checks
+    exactly); ``{len:col}`` is a length in characters on every engine. *name* is the
     short name: the naming convention makes it ``ck_<table>_<name>``.
     """
     constraint = CheckConstraint(_PortableCheck(template), name=name)
@@ -147,6 +153,14 @@ def ck_in(
     return constraint
 
 
+def check_name(constraint: CheckConstraint) -> str:
+    """The name a CHECK gets in the database (after the ``ck_<table>_`` convention)."""
+    name = str(constraint.name)
+    if not name.startswith("ck_") and constraint.table is not None:
+        name = f"ck_{constraint.table.name}_{name}"
+    return name
+
+
 def render_check(constraint: CheckConstraint, final_name: str) -> str | None:
     """Python source that recreates a `ck`/`ck_in` constraint (for autogenerate)."""
     spec = constraint.info.get("tradebase_render")
@@ -163,83 +177,89 @@ def render_check(constraint: CheckConstraint, final_name: str) -> str | None:
 
 UPDATED_AT = "updated_at"
 _PG_FUNCTION = "tradebase_set_updated_at"
+_MAX_NAME = 60  # PostgreSQL truncates names at 63 characters, MySQL refuses past 64
 
 
 def trigger_name(table: str) -> str:
-    return f"trg_{table}_updated_at"
+    name = f"trg_{table}_updated_at"
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha256(table.encode()).hexdigest()[:10]
+        name = f"trg_{table[:30]}_{digest}_updated_at"
+    return name
 
 
-def _trigger_ddl(dialect: str, table: str) -> list[str]:
-    name = trigger_name(table)
+def _trigger_ddl(connection: Connection, table: str) -> str:
+    dialect = connection.dialect.name
+    quote = connection.dialect.identifier_preparer.quote
+    name, target = quote(trigger_name(table)), quote(table)
     if dialect == "postgresql":
-        return [
-            f'CREATE TRIGGER {name} BEFORE UPDATE ON "{table}" FOR EACH ROW '
+        return (
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON {target} FOR EACH ROW "
             f"EXECUTE FUNCTION {_PG_FUNCTION}()"
-        ]
+        )
     if dialect in ("mysql", "mariadb"):
-        return [
-            f"CREATE TRIGGER {name} BEFORE UPDATE ON `{table}` FOR EACH ROW "  # noqa: S608
+        return (
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON {target} FOR EACH ROW "  # noqa: S608
             "SET NEW.updated_at = IF(NEW.updated_at <=> OLD.updated_at, "
             "UTC_TIMESTAMP(6), NEW.updated_at)"
-        ]
+        )
     if dialect == "sqlite":
-        return [
-            f'CREATE TRIGGER {name} AFTER UPDATE ON "{table}" FOR EACH ROW '  # noqa: S608
+        return (
+            f"CREATE TRIGGER {name} AFTER UPDATE ON {target} FOR EACH ROW "  # noqa: S608
             "WHEN NEW.updated_at IS OLD.updated_at BEGIN "
-            f"UPDATE \"{table}\" SET updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') "
-            "WHERE rowid = NEW.rowid; END"
-        ]
+            f"UPDATE {target} SET updated_at = {SQLITE_NOW} WHERE rowid = NEW.rowid; END"
+        )
     raise ValueError(f"no updated_at trigger for dialect {dialect!r}")
 
 
-def _existing_triggers(connection: Connection) -> set[str]:
+def _existing_triggers(connection: Connection) -> set[tuple[str, str]]:
+    """(table, trigger) pairs of the current schema."""
     dialect = connection.dialect.name
     if dialect == "postgresql":
         sql = (
-            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
         )
     elif dialect in ("mysql", "mariadb"):
         sql = (
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE()"
         )
     else:
-        sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-    return {row[0] for row in connection.exec_driver_sql(sql)}
+        sql = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"
+    return {(row[0], row[1]) for row in connection.exec_driver_sql(sql)}
 
 
-def _drop_trigger(dialect: str, table: str) -> str:
-    name = trigger_name(table)
-    if dialect == "postgresql":
-        return f'DROP TRIGGER IF EXISTS {name} ON "{table}"'
-    return f"DROP TRIGGER IF EXISTS {name}"
-
-
-def tables_with_updated_at(connection: Connection) -> list[str]:
+def _updated_at_tables(
+    connection: Connection, tables: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """Of *tables*, those that exist with an ``updated_at`` column, and those without one."""
     inspector = inspect(connection)
-    names = []
-    for table in inspector.get_table_names():
-        if table.endswith("_archive") or table.startswith("alembic_version"):
+    present = set(inspector.get_table_names())
+    with_column: list[str] = []
+    without: list[str] = []
+    for table in sorted(set(tables) & present):
+        if table.endswith("_archive"):
             continue
-        if any(col["name"] == UPDATED_AT for col in inspector.get_columns(table)):
-            names.append(table)
-    return sorted(names)
+        columns = {col["name"] for col in inspector.get_columns(table)}
+        (with_column if UPDATED_AT in columns else without).append(table)
+    return with_column, without
 
 
-def ensure_updated_at_triggers(
-    connection: Connection, tables: Sequence[str] | None = None
-) -> list[str]:
-    """Give every table with ``updated_at`` its trigger and drop triggers left on tables
-    without one; return the tables that got a new trigger.
+def ensure_updated_at_triggers(connection: Connection, tables: Iterable[str]) -> list[str]:
+    """Give each of *tables* that has ``updated_at`` its trigger, and drop the trigger of
+    one that no longer has the column; return the tables that got a new trigger.
 
-    Runs after every migration: SQLite's batch mode recreates tables and loses their
-    triggers, and a migration should not have to remember them.
+    Runs after every migration, for the tables of the database's models: SQLite's batch
+    mode recreates tables and loses their triggers, and a migration should not have to
+    remember them. Tables that are not Tradebase's are never touched.
     """
     dialect = connection.dialect.name
-    wanted = list(tables) if tables is not None else tables_with_updated_at(connection)
+    quote = connection.dialect.identifier_preparer.quote
+    wanted, unwanted = _updated_at_tables(connection, tables)
     existing = _existing_triggers(connection)
-    if dialect == "postgresql":
+    if dialect == "postgresql" and wanted:
         connection.exec_driver_sql(
             f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$ BEGIN "
             "IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN "
@@ -247,21 +267,18 @@ def ensure_updated_at_triggers(
         )
     created = []
     for table in wanted:
-        if trigger_name(table) not in existing:
-            for statement in _trigger_ddl(dialect, table):
-                connection.exec_driver_sql(statement)
+        if (table, trigger_name(table)) not in existing:
+            connection.exec_driver_sql(_trigger_ddl(connection, table))
             created.append(table)
-    if tables is None:
-        wanted_names = {trigger_name(t) for t in wanted}
-        all_tables = set(inspect(connection).get_table_names())
-        for name in existing:
-            match = re.fullmatch(r"trg_(.+)_updated_at", name)
-            if match and name not in wanted_names and match.group(1) in all_tables:
-                connection.exec_driver_sql(_drop_trigger(dialect, match.group(1)))
+    for table in unwanted:
+        if (table, trigger_name(table)) in existing:
+            on = f" ON {quote(table)}" if dialect == "postgresql" else ""
+            connection.exec_driver_sql(f"DROP TRIGGER {quote(trigger_name(table))}{on}")
     return created
 
 
-def missing_updated_at_triggers(connection: Connection) -> list[str]:
-    """Tables with ``updated_at`` that have no trigger (``db check`` reports them)."""
+def missing_updated_at_triggers(connection: Connection, tables: Iterable[str]) -> list[str]:
+    """Those of *tables* with ``updated_at`` that have no trigger (``db check`` reports them)."""
+    wanted, _ = _updated_at_tables(connection, tables)
     existing = _existing_triggers(connection)
-    return [t for t in tables_with_updated_at(connection) if trigger_name(t) not in existing]
+    return [t for t in wanted if (t, trigger_name(t)) not in existing]

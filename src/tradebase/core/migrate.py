@@ -21,7 +21,8 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData
+from alembic.util import CommandError
+from sqlalchemy import CheckConstraint, MetaData, inspect
 from sqlalchemy.engine import URL, Connection
 
 from tradebase.config import Settings, get_settings
@@ -108,6 +109,10 @@ def downgrade(database: Database, revision: str, **kwargs: Any) -> None:
 def current_revision(database: Database, **kwargs: Any) -> str | None:
     """The revision *database* is at, or None when it has never been migrated."""
     cfg = alembic_config(database, **kwargs)
+    url: URL = cfg.attributes["url"]
+    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if sqlite_file and not Path(str(url.database)).exists():
+        return None  # not created yet; asking must not create it
     engine = create_db_engine(cfg.attributes["url"], cfg.attributes["settings"], pooled=False)
     try:
         with engine.connect() as connection:
@@ -118,6 +123,15 @@ def current_revision(database: Database, **kwargs: Any) -> str | None:
     finally:
         engine.dispose()
     return heads[0] if heads else None
+
+
+def owns(database: Database, revision: str) -> bool:
+    """Whether *revision* (an id or a unique prefix) is one of *database*'s migrations."""
+    script = ScriptDirectory.from_config(alembic_config(database))
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def head_revision(database: Database) -> str:
@@ -188,35 +202,52 @@ class CheckResult:
 
 
 def check(database: Database, **kwargs: Any) -> CheckResult:
-    """Compare the models with a database migrated to head.
+    """Compare the models with the database, which must be migrated to head; change nothing.
 
-    The database is upgraded first (so that check answers "do the migrations produce the
-    models?"), then compared with autogenerate's comparison.
+    Autogenerate's comparison (tables, columns, types, nullability, indexes, unique and
+    foreign keys), plus CHECK constraints by name and the ``updated_at`` triggers.
     """
     from tradebase.core.ddl import missing_updated_at_triggers
     from tradebase.schema import metadata_for
 
     cfg = alembic_config(database, **kwargs)
     metadata: MetaData = cfg.attributes.get("metadata") or metadata_for(database)
-    upgrade(database, "head", **{k: v for k, v in kwargs.items() if k != "metadata"})
+    result = CheckResult(database, current_revision(database, **kwargs), head_revision(database))
+    if result.current != result.head:
+        return result
     engine = create_db_engine(cfg.attributes["url"], cfg.attributes["settings"], pooled=False)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection, opts=migration_context_options(database, metadata)
             )
-            diffs = compare_metadata(context, metadata)
-            current = context.get_current_heads()
-            triggers = missing_updated_at_triggers(connection)
+            result.differences = [describe_diff(d) for d in compare_metadata(context, metadata)]
+            result.differences += check_constraint_differences(connection, metadata)
+            result.missing_triggers = missing_updated_at_triggers(connection, metadata.tables)
     finally:
         engine.dispose()
-    return CheckResult(
-        database=database,
-        current=current[0] if current else None,
-        head=head_revision(database),
-        differences=[describe_diff(d) for d in diffs],
-        missing_triggers=triggers,
-    )
+    return result
+
+
+def check_constraint_differences(connection: Connection, metadata: MetaData) -> list[str]:
+    """CHECK constraints the models name that the database lacks, and the reverse
+    (autogenerate does not compare CHECK constraints)."""
+    from tradebase.core.ddl import check_name
+
+    inspector = inspect(connection)
+    present = set(inspector.get_table_names())
+    differences = []
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            continue  # reported as a table to add
+        expected = {check_name(c) for c in table.constraints if isinstance(c, CheckConstraint)}
+        reflected = {
+            str(c["name"]) for c in inspector.get_check_constraints(table.name) if c.get("name")
+        }
+        reflected -= set(table.columns.keys())  # MariaDB names its JSON checks after the column
+        differences += [f"add check: {n} on {table.name}" for n in sorted(expected - reflected)]
+        differences += [f"remove check: {n} on {table.name}" for n in sorted(reflected - expected)]
+    return differences
 
 
 def describe_diff(diff: Any) -> str:
@@ -301,7 +332,7 @@ def run_env(context: EnvironmentContext) -> None:
             with context.begin_transaction():
                 context.run_migrations()
                 if cfg.attributes.get("maintain_triggers"):
-                    ensure_updated_at_triggers(connection)
+                    ensure_updated_at_triggers(connection, metadata.tables)
                 if sqlite:
                     problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if problems:

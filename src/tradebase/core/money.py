@@ -3,12 +3,16 @@
 This module owns the conversion into `Decimal` (no other module turns a float into one)
 and the column type `ExactDecimal`:
 
-* PostgreSQL and MariaDB/MySQL: ``NUMERIC(38, 18)``, exact in the engine, so SQL ``SUM``
-  is exact there too.
-* SQLite: canonical decimal text (``'0.1'``, ``'12345678901.12345678'``). A ``NUMERIC``
-  column on SQLite goes through a binary float and loses digits past the 15th.
-  Ordering comparisons on SQLite cast to REAL (see `ExactDecimal.Comparator`), equality
-  compares the canonical text, which is exact.
+* PostgreSQL and MariaDB/MySQL: ``NUMERIC(38, 18)``, exact in the engine.
+* SQLite: canonical decimal text (``'0.1'``, ``'12345678901.12345678'``) under the
+  collation ``tb_decimal``, which compares the values as decimals. A ``NUMERIC`` column on
+  SQLite goes through a binary float and loses digits past the 15th; text alone would sort
+  ``'10'`` before ``'9'``. With the collation, ``=``, ``<``, ``BETWEEN``, ``ORDER BY``,
+  ``MIN`` and ``MAX`` are exact, and Tradebase's SQLite connections also get exact
+  ``SUM`` and ``+ - * /`` (`register_sqlite_functions`, used by `ExactDecimal`'s SQL).
+
+  A plain ``sqlite3`` shell can read and write these tables, but comparing or sorting a
+  decimal column there needs the collation: compare ``col + 0`` instead (a float).
 
 Values that would not fit (more than 20 integer digits or 18 decimals), NaN and infinities
 are refused on the way in rather than rounded.
@@ -16,22 +20,26 @@ are refused on the way in rather than rounded.
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, InvalidOperation
+import sqlite3
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Numeric, String
+from sqlalchemy import Numeric, String, literal
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import operators
+from sqlalchemy.sql import functions, operators
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 PRECISION = 38
 SCALE = 18
 _INTEGER_DIGITS = PRECISION - SCALE
-_CONTEXT = Context(prec=PRECISION + SCALE)
+_DIVISION = Context(prec=PRECISION + SCALE + 2)
+_QUANTUM = Decimal(1).scaleb(-SCALE)
 _ZERO = Decimal(0)
+SQLITE_COLLATION = "tb_decimal"
 
 
 def to_decimal(value: Decimal | int | str | float) -> Decimal:
@@ -57,26 +65,34 @@ def to_decimal(value: Decimal | int | str | float) -> Decimal:
 
 
 def canonical(value: Decimal) -> Decimal:
-    """Strip trailing zeros without switching to exponent notation (100 stays 100)."""
-    if value == _ZERO:
+    """The same value with trailing zeros stripped and no exponent (100 stays 100).
+
+    Exact: no arithmetic context is involved, so no digit is ever rounded away.
+    """
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {value}")
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    numerals = list(digits)
+    if exponent > 0:
+        numerals += [0] * exponent
+        exponent = 0
+    while exponent < 0 and len(numerals) > 1 and numerals[-1] == 0:
+        numerals.pop()
+        exponent += 1
+    if not any(numerals):
         return _ZERO
-    normalized = value.normalize(_CONTEXT)
-    if normalized.as_tuple().exponent > 0:  # type: ignore[operator]
-        return normalized.quantize(Decimal(1))
-    return normalized
+    return Decimal((sign, tuple(numerals), exponent))
 
 
 def check_fits(value: Decimal) -> Decimal:
     """Return *value* canonical, or raise if it does not fit NUMERIC(38, 18) exactly."""
-    if not value.is_finite():
-        raise ValueError(f"not a finite number: {value}")
     value = canonical(value)
     _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     if exponent < -SCALE:
         raise ValueError(f"{value} has more than {SCALE} decimal places")
-    integer_digits = len(digits) + exponent
-    if integer_digits > _INTEGER_DIGITS:
+    if len(digits) + exponent > _INTEGER_DIGITS:
         raise ValueError(f"{value} has more than {_INTEGER_DIGITS} integer digits")
     return value
 
@@ -86,29 +102,116 @@ def to_text(value: Decimal) -> str:
     return format(check_fits(value), "f")
 
 
-class _RealCast(ColumnElement[Any]):
-    """``CAST(x AS REAL)`` on SQLite, ``x`` elsewhere: ordering for text-stored decimals."""
+# --- SQLite: collation, arithmetic and SUM on decimal text -------------------------------
+
+
+def _parse(text: Any) -> Decimal:
+    return text if isinstance(text, Decimal) else Decimal(str(text))
+
+
+def _collate(left: str, right: str) -> int:
+    try:
+        a, b = Decimal(left), Decimal(right)
+    except InvalidOperation:  # not a number: fall back to text order, never fail a query
+        return (left > right) - (left < right)
+    return (a > b) - (a < b)
+
+
+def _arith(operation: Any) -> Any:
+    def apply(left: Any, right: Any) -> str | None:
+        if left is None or right is None:
+            return None
+        return to_text(operation(_parse(left), _parse(right)))
+
+    return apply
+
+
+def _divide(left: Decimal, right: Decimal) -> Decimal:
+    return _DIVISION.divide(left, right).quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+class _DecimalSum:
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            self.total = (self.total or _ZERO) + _parse(value)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else to_text(self.total)
+
+
+_SQLITE_FUNCTIONS = {
+    "tb_decimal_add": _arith(lambda a, b: a + b),
+    "tb_decimal_sub": _arith(lambda a, b: a - b),
+    "tb_decimal_mul": _arith(lambda a, b: a * b),
+    "tb_decimal_div": _arith(_divide),
+}
+
+
+def register_sqlite_functions(connection: sqlite3.Connection) -> None:
+    """Teach a SQLite connection to compare, add up and compute with decimal text."""
+    connection.create_collation(SQLITE_COLLATION, _collate)
+    for name, fn in _SQLITE_FUNCTIONS.items():
+        connection.create_function(name, 2, fn, deterministic=True)
+    connection.create_aggregate("tb_decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+
+
+_ARITHMETIC: dict[Any, tuple[str, str]] = {
+    operators.add: ("+", "tb_decimal_add"),
+    operators.sub: ("-", "tb_decimal_sub"),
+    operators.mul: ("*", "tb_decimal_mul"),
+    operators.truediv: ("/", "tb_decimal_div"),
+}
+
+
+class _DecimalArithmetic(ColumnElement[Decimal]):
+    """``a + b`` on engines with NUMERIC, ``tb_decimal_add(a, b)`` on SQLite."""
 
     inherit_cache = True
+    # Part of the statement cache key: a + b and a * b must not share compiled SQL.
+    _traverse_internals = [
+        ("operator", InternalTraversal.dp_operator),
+        ("left", InternalTraversal.dp_clauseelement),
+        ("right", InternalTraversal.dp_clauseelement),
+    ]
 
-    # A plain Numeric, so that comparing a cast does not come back to ExactDecimal.Comparator.
-    type = Numeric(PRECISION, SCALE)
-
-    def __init__(self, inner: ColumnElement[Any]) -> None:
-        self.inner = inner
-
-
-@compiles(_RealCast)
-def _real_cast_default(element: _RealCast, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.inner, **kw)
-
-
-@compiles(_RealCast, "sqlite")
-def _real_cast_sqlite(element: _RealCast, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST({compiler.process(element.inner, **kw)} AS REAL)"
+    def __init__(self, operator: Any, left: ColumnElement[Any], right: ColumnElement[Any]) -> None:
+        self.operator = operator
+        self.left = left
+        self.right = right
+        self.type = ExactDecimal()
 
 
-_ORDERING = {operators.lt, operators.le, operators.gt, operators.ge}
+@compiles(_DecimalArithmetic)
+def _arith_default(element: _DecimalArithmetic, compiler: SQLCompiler, **kw: Any) -> str:
+    symbol = _ARITHMETIC[element.operator][0]
+    return (
+        f"({compiler.process(element.left, **kw)} {symbol} {compiler.process(element.right, **kw)})"
+    )
+
+
+@compiles(_DecimalArithmetic, "sqlite")
+def _arith_sqlite(element: _DecimalArithmetic, compiler: SQLCompiler, **kw: Any) -> str:
+    name = _ARITHMETIC[element.operator][1]
+    return (
+        f"{name}({compiler.process(element.left, **kw)}, {compiler.process(element.right, **kw)})"
+    )
+
+
+@compiles(functions.sum, "sqlite")
+def _sum_sqlite(element: functions.sum[Any], compiler: SQLCompiler, **kw: Any) -> str:
+    clauses = list(element.clauses)
+    if len(clauses) == 1 and isinstance(clauses[0].type, ExactDecimal):
+        return f"tb_decimal_sum({compiler.process(clauses[0], **kw)})"
+    return compiler.visit_function(element, **kw)
+
+
+def _operand(value: Any) -> ColumnElement[Any]:
+    if isinstance(value, ColumnElement):
+        return value
+    return literal(value, ExactDecimal())
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -119,18 +222,20 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
     class Comparator(TypeDecorator.Comparator[Decimal]):
         def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
-            if op in _ORDERING:
-                result: ColumnElement[Any] = op(
-                    _RealCast(self.expr), *(_as_real(o, self.type) for o in other)
-                )
-                return result
+            if op in _ARITHMETIC:
+                return _DecimalArithmetic(op, self.expr, _operand(other[0]))
             return super().operate(op, *other, **kwargs)
+
+        def reverse_operate(self, op: Any, other: Any, **kwargs: Any) -> ColumnElement[Any]:
+            if op in _ARITHMETIC:
+                return _DecimalArithmetic(op, _operand(other), self.expr)
+            return super().reverse_operate(op, other, **kwargs)
 
     comparator_factory = Comparator
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(60))
+            return dialect.type_descriptor(String(60, collation=SQLITE_COLLATION))
         return dialect.type_descriptor(Numeric(PRECISION, SCALE, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
@@ -146,17 +251,9 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        if isinstance(value, float):  # only SQL arithmetic on SQLite produces floats
+        if isinstance(value, float):  # SQLite's own float arithmetic, e.g. a raw `col + 0`
             return canonical(Decimal(repr(value)))
-        return canonical(value if isinstance(value, Decimal) else Decimal(str(value)))
+        return canonical(_parse(value))
 
     def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
         return self
-
-
-def _as_real(other: Any, type_: TypeEngine[Any]) -> Any:
-    from sqlalchemy import literal
-
-    if isinstance(other, ColumnElement):
-        return _RealCast(other)
-    return _RealCast(literal(other, type_))

@@ -18,6 +18,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+# SQLite's clock as SQLAlchemy stores datetimes there: 'YYYY-MM-DD HH:MM:SS.ffffff'.
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+
 
 def utc_now() -> datetime:
     """Return the current time as an aware UTC datetime."""
@@ -79,11 +82,13 @@ def _utcnow_default(element: utcnow_sql, compiler: SQLCompiler, **kw: Any) -> st
 
 @compiles(utcnow_sql, "sqlite")
 def _utcnow_sqlite(element: utcnow_sql, compiler: SQLCompiler, **kw: Any) -> str:
-    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+    # Microseconds, as SQLAlchemy writes them, so stamps compare equal to bound values.
+    return f"({SQLITE_NOW})"
 
 
 @compiles(utcnow_sql, "mysql")
 @compiles(utcnow_sql, "mariadb")
 def _utcnow_mysql(element: utcnow_sql, compiler: SQLCompiler, **kw: Any) -> str:
-    # Sessions run with time_zone '+00:00' (core.db), so this is UTC.
-    return "CURRENT_TIMESTAMP(6)"
+    # UTC whatever the writing session's time_zone (an expression default, MariaDB 10.2+,
+    # MySQL 8.0.13+).
+    return "(UTC_TIMESTAMP(6))"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -39,6 +40,26 @@ def _targets(target: Target) -> list[Database]:
     return [Database(target.value)]
 
 
+_SYMBOLIC = re.compile(r"^(heads?|base|[+-]\d+)$")
+
+
+def _targets_for(target: Target, revision: str) -> list[Database]:
+    """The databases a revision applies to: an explicit id belongs to one of them."""
+    targets = _targets(target)
+    if _SYMBOLIC.match(revision):
+        return targets
+    owners = [db for db in targets if migrate.owns(db, revision)]
+    if not owners:
+        where = "either database" if target is Target.all else f"the {target.value} database"
+        typer.echo(
+            f"error: {revision!r} is not a migration of {where}; "
+            "see the ids in: tradebase db history",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return owners
+
+
 def _where(database: Database) -> str:
     url = database_url(database)
     if url.get_backend_name() == "sqlite" and url.database:
@@ -54,7 +75,7 @@ def upgrade(
     database: DatabaseOption = Target.all,
 ) -> None:
     """Create or migrate the databases up to REVISION (default: the latest)."""
-    for db in _targets(database):
+    for db in _targets_for(database, revision):
         migrate.upgrade(db, revision)
         rev = migrate.current_revision(db)
         latest = " (latest)" if rev == migrate.head_revision(db) else ""
@@ -67,7 +88,7 @@ def downgrade(
     database: DatabaseOption = Target.all,
 ) -> None:
     """Migrate the databases down to REVISION (base drops every table)."""
-    for db in _targets(database):
+    for db in _targets_for(database, revision):
         migrate.downgrade(db, revision)
         rev = migrate.current_revision(db) or "base (no tables)"
         typer.echo(f"{db.value} database: {_where(db)}, at revision {rev}")
@@ -100,8 +121,12 @@ def revision(
         bool, typer.Option("--empty", help="Write an empty revision instead of autogenerating.")
     ] = False,
 ) -> None:
-    """Autogenerate a migration from the difference between the models and the databases."""
-    wrote = False
+    """Autogenerate a migration from the difference between the models and the databases.
+
+    The databases are first migrated to the latest revision. Autogenerate sees tables,
+    columns, types, indexes and keys; write CHECK constraint changes by hand
+    (tradebase db check lists them).
+    """
     for db in _targets(database):
         if empty:
             path = migrate.revision(db, message, autogenerate=False)
@@ -109,17 +134,17 @@ def revision(
             migrate.upgrade(db, "head")
             path = migrate.revision(db, message)
         if path:
-            wrote = True
             typer.echo(f"{db.value}: wrote {path} - review it before you commit it")
         else:
             typer.echo(f"{db.value}: no changes, nothing written")
-    if not wrote and not empty:
-        raise typer.Exit(0)
 
 
 @app.command()
 def check(database: DatabaseOption = Target.all) -> None:
-    """Exit 1 when the models and the migrations disagree, listing the differences."""
+    """Exit 1 when the models and the migrated database disagree, listing the differences.
+
+    The database must be at the latest migration; check changes nothing.
+    """
     failed = False
     for db in _targets(database):
         result = migrate.check(db)
@@ -133,7 +158,11 @@ def check(database: DatabaseOption = Target.all) -> None:
         for table in result.missing_triggers:
             typer.echo(f"  missing updated_at trigger on {table}", err=True)
         if result.current != result.head:
-            typer.echo(f"  database at {result.current}, head is {result.head}", err=True)
+            typer.echo(
+                f"  the database is at {result.current or 'base (empty)'}, the latest migration"
+                f" is {result.head}: run tradebase db upgrade --database {db.value} first",
+                err=True,
+            )
         if result.differences:
             typer.echo(
                 f"  fix: tradebase db revision -m 'describe the change' --database {db.value}",

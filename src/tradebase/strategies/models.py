@@ -60,7 +60,7 @@ class Strategy(Timestamps, Base):
         Index("idx_strategy_user", "user_id"),
         Index("idx_strategy_type", "strategy_type"),
         Index("idx_strategies_active", "is_active"),
-        Index("idx_strategies_performance", "num_trades", "sharpe_ratio"),
+        Index("idx_strategies_num_trades", "num_trades"),
         ck_in("strategy_type", "strategy_type", list(StrategyType)),
         ck("win_rate_percent", "{num:win_rate} >= 0 AND {num:win_rate} <= 100"),
         ck("num_trades_nonnegative", "num_trades >= 0"),
