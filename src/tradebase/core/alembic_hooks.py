@@ -3,6 +3,7 @@ compare types the way each engine reflects them."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from alembic.autogenerate.api import AutogenContext
@@ -22,6 +23,7 @@ from tradebase.core.ddl import (
     render_check,
     utcnow_sql,
 )
+from tradebase.core.money import SQLITE_COLLATION
 
 _IMPORT = "import tradebase.core.ddl as tb"
 _TYPES = {
@@ -70,7 +72,10 @@ def compare_type(
         return not isinstance(inspected_type, sqltypes.JSON)
     if isinstance(metadata_type, ExactDecimal):
         if dialect == "sqlite":
-            return not (isinstance(inspected_type, sqltypes.String) and inspected_type.length == 60)
+            if not (isinstance(inspected_type, sqltypes.String) and inspected_type.length == 60):
+                return True
+            # SQLAlchemy does not reflect SQLite collations: read the column's DDL.
+            return not _sqlite_collated(context, metadata_column)
         return not (
             isinstance(inspected_type, sqltypes.Numeric)
             and inspected_type.precision == 38
@@ -81,6 +86,16 @@ def compare_type(
     if isinstance(metadata_type, BigID):
         return not isinstance(inspected_type, sqltypes.Integer)
     return None
+
+
+def _sqlite_collated(context: MigrationContext, column: Column[Any]) -> bool:
+    sql = context.connection.exec_driver_sql(  # type: ignore[union-attr]
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (column.table.name,)
+    ).scalar()
+    pattern = (
+        rf'(^|[\s,(]){re.escape(column.name)}"?\s+VARCHAR\(60\)\s+COLLATE\s+"?{SQLITE_COLLATION}\b'
+    )
+    return bool(sql and re.search(pattern, sql))
 
 
 def skip_empty_revision(
