@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, inspect
+from sqlalchemy import Column, DefaultClause, Integer, MetaData, String, inspect
 from typer.testing import CliRunner
 
 from tests.conftest import Scratch
@@ -97,6 +97,7 @@ def test_check_fails_when_a_model_gains_a_column(
     changed.tables["orders"].append_column(Column("venue_fee_tier", String(10)))
     changed.tables["users"].append_column(Column("login_count", Integer))
     changed.tables["orders"].append_constraint(ck("tag_not_empty", "{len:tag} > 0"))
+    DefaultClause("manual")._set_parent(changed.tables["orders"].c.tag)  # a new server default
     tb(scratch, "db", "upgrade")
     monkeypatch.setattr(
         "tradebase.schema.metadata_for",
@@ -107,6 +108,7 @@ def test_check_fails_when_a_model_gains_a_column(
     assert "add column: orders.venue_fee_tier" in out
     assert "add column: users.login_count" in out
     assert "add check: ck_orders_tag_not_empty on orders" in out
+    assert "modify default: orders.tag" in out
     assert "tradebase db revision" in out
 
 

@@ -88,6 +88,26 @@ def compare_type(
     return None
 
 
+def compare_server_default(
+    context: MigrationContext,
+    inspected_column: Column[Any],
+    metadata_column: Column[Any],
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool:
+    """Whether a server default was added or dropped (True: they differ).
+
+    Each engine spells a default its own way ('0' is 0.000000000000000000 on MariaDB,
+    true on PostgreSQL), so only the presence of one is compared, which is what a
+    migration most often forgets.
+    """
+    if metadata_column.primary_key:
+        return False
+    has_inspected = inspected_default is not None and inspected_default.upper() != "NULL"
+    return has_inspected != (metadata_default is not None)
+
+
 def _sqlite_collated(context: MigrationContext, column: Column[Any]) -> bool:
     sql = context.connection.exec_driver_sql(  # type: ignore[union-attr]
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (column.table.name,)

@@ -302,6 +302,7 @@ def migration_context_options(database: Database, metadata: MetaData) -> dict[st
         "version_table": VERSION_TABLES[database],
         "include_name": include_name,
         "compare_type": alembic_hooks.compare_type,
+        "compare_server_default": alembic_hooks.compare_server_default,
         "render_item": alembic_hooks.render_item,
         "render_as_batch": True,
         "user_module_prefix": "tb.",
