@@ -44,7 +44,7 @@ def tables(scratch: Scratch, database: Database) -> set[str]:
 def test_upgrade_downgrade_upgrade(scratch: Scratch) -> None:
     code, out = tb(scratch, "db", "upgrade")
     assert code == 0, out
-    assert "main" in out and "main_0001" in out and "credentials_0001" in out
+    assert "main database" in out and "credentials_0001" in out
     assert "orders" in tables(scratch, Database.main)
     assert tables(scratch, Database.credentials) == {"credentials", "credential_access_log"}
 

@@ -16,7 +16,8 @@ TS = "created_at updated_at"
 EXPECTED: dict[str, str] = {
     # main database
     "users": f"id username email password_hash role is_active email_verified two_factor_enabled"
-    f" settings webhook_key_hash last_login {TS}",
+    f" settings webhook_key_hash last_login failed_login_count failed_login_window_start"
+    f" locked_until password_changed_at {TS}",
     "api_keys": f"id user_id key_prefix key_hash name description scopes rate_limit_per_minute"
     f" is_active expires_at last_used_at total_requests {TS}",
     "trading_accounts": f"id user_id account_name broker host_url websocket_url is_primary"
@@ -80,6 +81,11 @@ EXPECTED: dict[str, str] = {
     f" messages_received last_heartbeat {TS}",
     "failover_events": "id user_id from_account_id to_account_id order_id reason timestamp"
     " success error_message",
+    # identity (issue 3)
+    "rate_limit_counters": "id bucket window_start count",
+    "web_sessions": "id user_id token_hash ip_address user_agent created_at last_seen_at"
+    " expires_at revoked_at",
+    "audit_chain_head": "id last_id last_hash entries updated_at",
 }
 ARCHIVES = {"audit_log", "messages", "orders"}
 CREDENTIALS_EXPECTED: dict[str, str] = {

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import BigID
-from tradebase.core.models import Base, archive_table, created_at_column
+from tradebase.core.ddl import BigID, ck
+from tradebase.core.models import Base, archive_table, created_at_column, updated_at_column
 
 
 class AuditLog(Base):
@@ -43,6 +43,21 @@ class AuditLog(Base):
         Index("idx_activity_user_action", "user_id", "action"),
         Index("idx_audit_row_hash", "row_hash"),
     )
+
+
+class AuditChainHead(Base):
+    """The one row that serialises appends: a writer locks it, links its entry to
+    ``last_hash`` and moves it forward, so the chain stays linear across processes."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_id: Mapped[int | None] = mapped_column(BigID)
+    last_hash: Mapped[str | None] = mapped_column(String(64))
+    entries: Mapped[int] = mapped_column(BigID, default=0, server_default="0")
+    updated_at: Mapped[datetime] = updated_at_column()
+
+    __table_args__ = (ck("single_row", "id = 1"),)
 
 
 audit_log_archive = archive_table(AuditLog.__table__)  # type: ignore[arg-type]
