@@ -73,10 +73,3 @@ class TooManyRequests(TradebaseError):
     def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None):
         super().__init__(message, details={"retry_after": retry_after, **(details or {})})
         self.headers = {"Retry-After": str(retry_after)}
-
-
-class Locked(TradebaseError):
-    """An account locked after too many failed logins (answered like any failed login)."""
-
-    status_code = 401
-    code = "invalid_credentials"
