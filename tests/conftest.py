@@ -228,3 +228,84 @@ def session(migrated: Migrated) -> Iterator[Session]:
 @pytest.fixture
 def credentials_session(migrated: Migrated) -> Iterator[Session]:
     yield from _rollback_session(migrated.credentials)
+
+
+# --- live HTTP servers ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """Tradebase's app served by uvicorn on a loopback port, in a background thread."""
+
+    def __init__(self, scratch: Scratch, settings: Settings) -> None:
+        import threading
+
+        import uvicorn
+
+        from tradebase.app import create_app
+        from tradebase.core.db import Engines
+
+        self.scratch = scratch
+        self.settings = settings
+        self.engines = Engines(settings)
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+
+    def client(self, **kwargs: object):  # type: ignore[no-untyped-def]
+        import httpx
+
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.engines.dispose()
+
+
+_servers: dict[str, LiveServer] = {}
+
+
+@pytest.fixture(scope="session")
+def _server_registry(scratch_factory: ScratchFactory) -> Iterator[dict[str, LiveServer]]:
+    yield _servers
+    for server in _servers.values():
+        server.stop()
+    _servers.clear()
+
+
+@pytest.fixture
+def live(
+    backend: str,
+    scratch_factory: ScratchFactory,
+    _server_registry: dict[str, LiveServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> LiveServer:
+    """A running server on *backend*'s own migrated databases, one per test session."""
+    if backend not in _server_registry:
+        scratch = scratch_factory.new(backend, "live")
+        settings = scratch.settings().model_copy(
+            update={"data_dir": tmp_path_factory.mktemp("live-data")}
+        )
+        for database in Database:
+            migrate.upgrade(database, "head", settings=settings)
+        _server_registry[backend] = LiveServer(scratch, settings)
+    return _server_registry[backend]

@@ -7,7 +7,10 @@ import sys
 import typer
 
 from tradebase import __version__
+from tradebase.accounts.cli import keys_app, users_app
+from tradebase.audit.cli import app as audit_app
 from tradebase.config import SettingsError, get_settings
+from tradebase.credentials.cli import app as credentials_app
 from tradebase.ops.cli import app as db_app
 
 app = typer.Typer(
@@ -20,6 +23,51 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(credentials_app, name="credentials")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+    log_level: str = typer.Option("info", help="Log level of the server."),
+) -> None:
+    """Run the API server. On first run it creates the databases and an admin user."""
+    import uvicorn
+
+    from tradebase.accounts.service import user as user_service
+    from tradebase.core import migrate
+    from tradebase.core.db import Database, unit_of_work
+
+    for database in Database:
+        current, head = migrate.current_revision(database), migrate.head_revision(database)
+        if current is None:
+            migrate.upgrade(database)
+            typer.echo(f"created the {database.value} database")
+        elif current != head:
+            typer.echo(
+                f"error: the {database.value} database is at {current}, this version needs"
+                f" {head}: run tradebase db upgrade (after a backup)",
+                err=True,
+            )
+            raise typer.Exit(1)
+    with unit_of_work() as session:
+        password = user_service.ensure_first_admin(session)
+    if password:
+        typer.echo(f"first run: created user admin with one-time password (shown once): {password}")
+    uvicorn.run(
+        "tradebase.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=False,
+    )
 
 
 def _version(value: bool) -> None:

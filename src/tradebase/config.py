@@ -108,6 +108,48 @@ class Settings(BaseSettings):
             " created in DATA_DIR with mode 0600 on first run."
         ),
     )
+    previous_secret_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Earlier master keys, comma-separated, accepted only to decrypt while"
+            " `tradebase credentials rotate-key` re-encrypts every secret under SECRET_KEY;"
+            " remove them once it reports the rotation finished."
+        ),
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description=(
+            "Master key file used when SECRET_KEY is unset. Default: secret.key in DATA_DIR,"
+            " created with mode 0600 on first use."
+        ),
+    )
+
+    login_max_failures: Annotated[int, Field(ge=1)] = Field(
+        default=5, description="Failed logins within LOGIN_WINDOW_MINUTES that lock an account."
+    )
+    login_window_minutes: Annotated[int, Field(ge=1)] = Field(
+        default=15, description="Window in which failed logins are counted."
+    )
+    login_lockout_minutes: Annotated[int, Field(ge=1)] = Field(
+        default=15, description="How long a locked account stays locked."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Redis URL (redis://host:6379/0) for rate-limit counters shared by every server"
+            " process. Default: the counters live in the main database."
+        ),
+    )
+    session_hours: Annotated[int, Field(ge=1)] = Field(
+        default=12, description="How long a dashboard login session lasts."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Mark the session cookie Secure (set true when serving over HTTPS).",
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1_048_576, description="Largest request body accepted; larger ones get 413."
+    )
 
     @field_validator("database_url", "credentials_database_url")
     @classmethod

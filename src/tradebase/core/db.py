@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from tradebase.config import Settings, get_settings
+from tradebase.core.errors import TradebaseError
 from tradebase.core.money import register_sqlite_functions
 
 SQLITE_BEGIN_OPTION = "tradebase_sqlite_begin"
@@ -207,6 +208,12 @@ def unit_of_work(
             session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         try:
             yield session
+        except TradebaseError as exc:
+            if exc.commit_work:
+                session.commit()
+            else:
+                session.rollback()
+            raise
         except BaseException:
             session.rollback()
             raise

@@ -20,6 +20,9 @@ class TradebaseError(Exception):
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str | None] = None  # default: the class name in snake_case
+    # True when the unit of work must commit what it did before the error (e.g. a failed
+    # login's counter, a rejected signal's record) instead of rolling back.
+    commit_work: ClassVar[bool] = False
     headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
@@ -54,6 +57,11 @@ class Forbidden(TradebaseError):
 class NotFound(TradebaseError):
     status_code = 404
     code = "not_found"
+
+
+class PayloadTooLarge(TradebaseError):
+    status_code = 413
+    code = "payload_too_large"
 
 
 class Conflict(TradebaseError):

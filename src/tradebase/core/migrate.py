@@ -125,6 +125,15 @@ def current_revision(database: Database, **kwargs: Any) -> str | None:
     return heads[0] if heads else None
 
 
+def revision_of(connection: Connection, database: Database) -> str | None:
+    """The revision recorded in an open connection's database."""
+    context = MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLES[database]}
+    )
+    heads = context.get_current_heads()
+    return heads[0] if heads else None
+
+
 def owns(database: Database, revision: str) -> bool:
     """Whether *revision* (an id or a unique prefix) is one of *database*'s migrations."""
     script = ScriptDirectory.from_config(alembic_config(database))

@@ -1,0 +1,138 @@
+"""The HTTP application: ``create_app()`` wires routers, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tradebase import __version__
+from tradebase.config import Settings, get_settings
+from tradebase.core.db import Database, Engines
+from tradebase.core.errors import TradebaseError
+from tradebase.core.http import BodySizeLimit
+
+log = logging.getLogger("tradebase")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; *settings* default to the environment's."""
+    settings = settings or get_settings()
+    engines = Engines(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engines.dispose()
+
+    app = FastAPI(
+        title="Tradebase",
+        version=__version__,
+        description=(
+            "A self-hosted trading server. Authenticate with `Authorization: Bearer <API key>`"
+            " or a dashboard login session."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engines = engines
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(TradebaseError)
+    async def domain_error(request: Request, exc: TradebaseError) -> JSONResponse:
+        return _error(exc.status_code, exc.error_code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "message": err.get("msg"),
+                "type": err.get("type"),
+            }
+            for err in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return _error(
+                400, "malformed_json", "the request body is not valid JSON", {"errors": errors}
+            )
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        message = (
+            f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+        )
+        return _error(422, "validation_error", message, {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        headers = dict(exc.headers) if exc.headers else None
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; the server log has the details")
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/ready", tags=["health"])
+    def ready() -> JSONResponse:
+        """Readiness: both databases answer and are migrated to the latest revision."""
+        from tradebase.core import migrate
+
+        checks: dict[str, str] = {}
+        ok = True
+        for database in Database:
+            try:
+                with engines.engine(database).connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                    current = migrate.revision_of(conn, database)
+                head = migrate.head_revision(database)
+                checks[database.value] = (
+                    "ready" if current == head else f"at {current}, needs {head}"
+                )
+                ok = ok and current == head
+            except Exception as exc:  # an unreachable database is the answer, not a crash
+                checks[database.value] = f"unreachable: {type(exc).__name__}"
+                ok = False
+        if not ok:
+            return _error(503, "not_ready", "a database is unreachable or not migrated", checks)
+        return JSONResponse({"status": "ready", "details": checks})
+
+    from tradebase.accounts.router import router as accounts_router
+    from tradebase.audit.router import router as audit_router
+
+    app.include_router(accounts_router)
+    app.include_router(audit_router)
+    return app

@@ -1,0 +1,657 @@
+"""The hash-chained audit log: append, verify, export.
+
+Every entry's ``row_hash`` is the SHA-256 of a canonical serialisation of the entry (its
+id, timestamp, fields and ``prev_hash``), and ``prev_hash`` is the previous entry's
+``row_hash``, so changing, deleting or inserting a row breaks the chain at that row. The
+single ``audit_chain_head`` row records the last entry and the count; appends lock it, so
+the chain stays linear when many processes write at once. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final, TextIO, cast
+from uuid import UUID
+
+from sqlalchemy import (
+    Row,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ColumnElement
+
+from tradebase.accounts import models as _accounts  # noqa: F401 - audit_log.user_id -> users
+from tradebase.audit.models import AuditChainHead, AuditLog
+from tradebase.core.errors import Conflict, TradebaseError
+from tradebase.core.time import ensure_utc, utc_now
+
+HASH_VERSION: Final = "tradebase-audit-v1"
+GENESIS_HASH: Final = "0" * 64  # prev_hash of the first entry
+BATCH_SIZE: Final = 10_000  # rows per verify query: bounds memory whatever the log's size
+HEAD_ID: Final = 1
+
+_log = cast(Table, AuditLog.__table__)
+_head = cast(Table, AuditChainHead.__table__)
+
+# Compact, sorted keys (inside details), UTF-8 as is: one byte string per entry.
+_ENCODER: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+# The hashed fields, in the order of the canonical array (after HASH_VERSION).
+HASHED_FIELDS: Final = (
+    "id",
+    "timestamp",
+    "user_id",
+    "actor",
+    "action",
+    "resource_type",
+    "resource_id",
+    "ip_address",
+    "user_agent",
+    "details",
+    "message",
+    "prev_hash",
+)
+
+_LIMITS: Final = {"actor": 100, "resource_id": 100, "ip_address": 45, "user_agent": 500}
+
+
+class AuditChainHeadMissing(TradebaseError):
+    """The ``audit_chain_head`` row (created by the migrations) is gone."""
+
+
+class AuditChainBusy(Conflict):
+    """SQLite refused the write lock to a transaction whose snapshot went stale."""
+
+
+class AuditChainConflict(Conflict):
+    """The chain head moved under a writer that held its lock (never expected)."""
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    last_id: int | None
+    last_hash: str | None
+    entries: int
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What ``verify`` found: ``ok``, or the first bad entry and what happened to it.
+
+    ``problem`` is one of ``altered``, ``deleted``, ``inserted``, ``head mismatch`` and
+    ``anchor mismatch``.
+    """
+
+    ok: bool
+    checked: int
+    first_bad_id: int | None = None
+    problem: str | None = None
+    message: str = ""
+    last_id: int | None = None  # the verified chain's last entry: an anchor to keep
+    last_hash: str | None = None
+
+
+# --- the canonical serialisation -------------------------------------------------------
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " ":  # how SQLAlchemy stores one on SQLite
+            return f"{value[:10]}T{value[11:]}+00:00"
+        value = datetime.fromisoformat(value)
+    moment = value
+    if not isinstance(moment, datetime):
+        raise TypeError(f"not a timestamp: {value!r}")
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def _details(value: Any) -> Any:
+    # SQLite and MariaDB hand back JSON text; psycopg hands back the parsed JSONB value.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def canonical_entry(values: Sequence[Any]) -> bytes:
+    """Return the bytes an entry's hash covers: a compact JSON array of HASH_VERSION and
+    the HASHED_FIELDS in order, timestamp as ISO 8601 UTC with microseconds."""
+    (id_, timestamp, user_id, actor, action, rtype, rid, ip, agent, details, message, prev) = values
+    payload = [
+        HASH_VERSION,
+        id_,
+        _iso(timestamp),
+        user_id,
+        actor,
+        action,
+        rtype,
+        rid,
+        ip,
+        agent,
+        _details(details),
+        message,
+        prev,
+    ]
+    return _ENCODER.encode(payload).encode("utf-8", "surrogatepass")
+
+
+def entry_hash(values: Sequence[Any]) -> str:
+    """Return the hex SHA-256 of `canonical_entry` (values in HASHED_FIELDS order)."""
+    return hashlib.sha256(canonical_entry(values)).hexdigest()
+
+
+def _digest_or_none(values: Sequence[Any]) -> str | None:
+    try:
+        return entry_hash(values)
+    except (ValueError, TypeError):  # a value raw SQL made unreadable: not what was hashed
+        return None
+
+
+# --- input cleaning --------------------------------------------------------------------
+
+
+def _text(value: str) -> str:
+    # PostgreSQL refuses NUL in text; a client's user agent must not make logging fail.
+    return value.replace("\x00", "\ufffd")
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"audit details cannot hold {value!r}")
+        return value
+    if isinstance(value, Decimal):
+        return str(value)  # exact, as the API writes decimals
+    if isinstance(value, datetime):
+        return ensure_utc(value).isoformat(timespec="microseconds")
+    if isinstance(value, date | UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, Mapping):
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    raise TypeError(f"audit details cannot hold a {type(value).__name__}")
+
+
+def _bounded(name: str, value: str | int | None) -> str | None:
+    if value is None:
+        return None
+    return _text(str(value))[: _LIMITS[name]]
+
+
+def _required(name: str, value: str | None, limit: int, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not value:
+        raise ValueError(f"audit {name} must not be empty")
+    if len(value) > limit:
+        raise ValueError(f"audit {name} is longer than {limit} characters: {value[:40]!r}…")
+    return _text(value)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _raw_columns() -> list[ColumnElement[Any]]:
+    # Timestamp and details are read as the driver gives them: a row that raw SQL filled
+    # with something unparseable must be reported as altered, not crash the walk.
+    columns: list[ColumnElement[Any]] = []
+    for name in HASHED_FIELDS:
+        column = _log.c[name]
+        if name == "timestamp":
+            columns.append(type_coerce(column, String).label(name))
+        elif name == "details":
+            columns.append(type_coerce(column, Text).label(name))
+        else:
+            columns.append(column)
+    columns.append(_log.c.row_hash)
+    return columns
+
+
+def _entry_dict(row: Row[Any]) -> dict[str, Any]:
+    entry = dict(row._mapping)
+    try:
+        entry["timestamp"] = _iso(entry["timestamp"])
+    except (ValueError, TypeError):
+        entry["timestamp"] = str(entry["timestamp"])
+    with suppress(ValueError):  # unparseable details are exported as the text they are
+        entry["details"] = _details(entry["details"])
+    return entry
+
+
+# Built once, so SQLAlchemy compiles each of them once per engine.
+_READ_HEAD = select(_head.c.last_id, _head.c.last_hash, _head.c.entries).where(
+    _head.c.id == HEAD_ID
+)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
+_CLAIM_HEAD = (
+    update(_head)
+    .where(_head.c.id == HEAD_ID)
+    .values(updated_at=bindparam("now", type_=_head.c.updated_at.type))
+)
+_MOVE_HEAD = (
+    update(_head)
+    .where(
+        _head.c.id == HEAD_ID,
+        _head.c.last_id.is_not_distinct_from(bindparam("old_last_id", type_=_head.c.last_id.type)),
+    )
+    .values(
+        last_id=bindparam("new_last_id"),
+        last_hash=bindparam("digest"),
+        entries=_head.c.entries + 1,
+        updated_at=bindparam("now", type_=_head.c.updated_at.type),
+    )
+)
+_MAX_ID = select(func.max(_log.c.id))
+_INSERT_ENTRY = insert(AuditLog).returning(AuditLog)
+_SET_ROW_HASH = (
+    update(_log).where(_log.c.id == bindparam("entry_id")).values(row_hash=bindparam("digest"))
+)
+
+
+class AuditService:
+    def chain_head(self, session: Session) -> ChainHead | None:
+        """Return the chain head row as it is now (None when it is missing)."""
+        row = session.execute(_READ_HEAD).one_or_none()
+        if row is None:
+            return None
+        return ChainHead(row.last_id, row.last_hash, int(row.entries))
+
+    def record(
+        self,
+        session: Session,
+        *,
+        action: str,
+        user_id: int | None = None,
+        actor: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | int | None = None,
+        ip_address: str | None = None,
+        user_agent: str | None = None,
+        details: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> AuditLog:
+        """Append one entry to the chain inside the caller's transaction (the caller commits).
+
+        The chain head stays locked until that transaction ends, so record late in a long
+        transaction. Long actor, resource id, IP and user agent values are cut to their
+        column's length; an empty or over-long action or resource type is refused.
+        """
+        values: dict[str, Any] = {
+            "timestamp": utc_now(),
+            "user_id": user_id,
+            "actor": _bounded("actor", actor),
+            "action": _required("action", action, 100),
+            "resource_type": _required("resource_type", resource_type, 50, optional=True),
+            "resource_id": _bounded("resource_id", resource_id),
+            "ip_address": _bounded("ip_address", ip_address),
+            "user_agent": _bounded("user_agent", user_agent),
+            "message": None if message is None else _text(message),
+        }
+        if details is not None:
+            values["details"] = _jsonable(details)
+
+        head = self._lock_head(session)
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite reuses the largest rowid after a delete; a fresh id keeps a deleted
+            # tail visible as a gap (the head already holds the write lock).
+            top = session.scalar(_MAX_ID)
+            values["id"] = max(top or 0, head.last_id or 0) + 1
+        values["prev_hash"] = head.last_hash or GENESIS_HASH
+
+        # The id, and the timestamp and details exactly as the database gives them back
+        # (JSONB normalises numbers), are known only after the INSERT: hash what verify
+        # will read, then set row_hash in the same transaction.
+        entry = session.scalars(_INSERT_ENTRY, [values]).one()
+        digest = entry_hash(
+            [
+                entry.id,
+                entry.timestamp,
+                entry.user_id,
+                entry.actor,
+                entry.action,
+                entry.resource_type,
+                entry.resource_id,
+                entry.ip_address,
+                entry.user_agent,
+                entry.details,
+                entry.message,
+                entry.prev_hash,
+            ]
+        )
+        session.execute(_SET_ROW_HASH, {"entry_id": entry.id, "digest": digest})
+        set_committed_value(entry, "row_hash", digest)
+        moved = session.execute(
+            _MOVE_HEAD,
+            {
+                "old_last_id": head.last_id,
+                "new_last_id": entry.id,
+                "digest": digest,
+                "now": utc_now(),
+            },
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            raise AuditChainConflict("the audit chain head moved while this writer held it")
+        return entry
+
+    def _lock_head(self, session: Session) -> ChainHead:
+        if session.get_bind().dialect.name == "sqlite":
+            # Write before reading: a deferred transaction's first write waits for the
+            # lock (busy timeout), then reads the newest head. A transaction that has read
+            # before another writer committed cannot get the lock (SQLITE_BUSY_SNAPSHOT).
+            try:
+                claimed = session.execute(_CLAIM_HEAD, {"now": utc_now()})
+            except OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise AuditChainBusy(
+                    "the audit log could not take SQLite's write lock: this transaction read"
+                    " the database before another writer committed; write in a unit_of_work()"
+                    " (BEGIN IMMEDIATE) and retry"
+                ) from exc
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise AuditChainHeadMissing("the audit chain head row is missing")
+        row = session.execute(_LOCK_HEAD).one_or_none()
+        if row is None:
+            raise AuditChainHeadMissing("the audit chain head row is missing")
+        return ChainHead(row.last_id, row.last_hash, int(row.entries))
+
+    def verify(
+        self,
+        session: Session,
+        *,
+        progress: Callable[[int], None] | None = None,
+        anchor: tuple[int, str] | None = None,
+    ) -> VerifyResult:
+        """Walk the chain in id order and report the first entry that was altered, deleted
+        or inserted, then check the last entry and the count against the chain head.
+
+        Reads in batches of BATCH_SIZE; *progress* is called with the number of entries
+        checked so far after each batch. *anchor* is an ``(id, row_hash)`` kept outside
+        the database (a verified result's ``last_id`` and ``last_hash``): a chain that
+        verifies but no longer holds that entry with that hash was rewritten.
+        """
+        columns = _raw_columns()
+        sha256 = hashlib.sha256
+        encode = _ENCODER.encode
+        iso, loads, texts = _iso, json.loads, (str, bytes)
+        checked = 0
+        prev_id: int | None = None
+        expected = GENESIS_HASH
+        refetched = False
+        while True:
+            query = select(*columns).order_by(_log.c.id).limit(BATCH_SIZE)
+            if prev_id is not None:
+                query = query.where(_log.c.id > prev_id)
+            rows = session.execute(query).all()
+            if not rows:
+                # Under READ COMMITTED, entries committed during the walk show up only in
+                # a later query: walk on once more if the head is now further than we are.
+                head = self.chain_head(session)
+                further = (
+                    head is not None
+                    and head.last_id is not None
+                    and (prev_id is None or head.last_id > prev_id)
+                )
+                if further and not refetched:
+                    refetched = True
+                    continue
+                result = self._check_head(session, head, prev_id, expected, checked)
+                if result.ok and anchor is not None:
+                    return self._check_anchor(session, anchor, result)
+                return result
+            refetched = False
+            for row in rows:
+                rid, ts, uid, actor, action, rtype, res, ip, agent, details, msg, prev, stored = row
+                try:
+                    digest: str | None = sha256(
+                        encode(
+                            [HASH_VERSION, rid, iso(ts), uid, actor, action, rtype, res, ip,
+                             agent, loads(details) if details.__class__ in texts else details,
+                             msg, prev]
+                        ).encode("utf-8", "surrogatepass")
+                    ).hexdigest()  # fmt: skip
+                except (ValueError, TypeError):  # unreadable after raw SQL: not as hashed
+                    digest = None
+                if digest != stored or prev != expected:
+                    return self._diagnose(session, row, prev_id, expected, digest, checked)
+                expected = stored
+                prev_id = rid
+                checked += 1
+            if progress is not None:
+                progress(checked)
+
+    def _diagnose(
+        self,
+        session: Session,
+        row: Row[Any],
+        prev_id: int | None,
+        expected: str,
+        digest: str | None,
+        checked: int,
+    ) -> VerifyResult:
+        """Name the first bad entry, given the first row that does not hash or link."""
+        rid: int = row.id
+        row_hash: str | None = row.row_hash
+        prev_hash: str | None = row.prev_hash
+
+        def bad(problem: str, entry_id: int, message: str) -> VerifyResult:
+            return VerifyResult(False, checked, entry_id, problem, message)
+
+        def first_with_hash(value: str | None, *, other_than: int | None = None) -> int | None:
+            if value is None:
+                return None
+            query = select(func.min(_log.c.id)).where(_log.c.row_hash == value)
+            if other_than is not None:
+                query = query.where(_log.c.id != other_than)
+            found: int | None = session.scalar(query)
+            return found
+
+        content_ok = digest is not None and digest == row_hash
+        link_ok = prev_hash == expected
+        if not content_ok:
+            # Another entry's hash: a copy of it (exactly, but for the id), or a copy that
+            # does not link where it stands. One whose hash column alone was overwritten
+            # still links, and is reported as altered below.
+            original = first_with_hash(row_hash, other_than=rid)
+            if original is not None:
+                copied = _digest_or_none([original, *row[1:12]]) == row_hash
+                if copied or not link_ok:
+                    return bad(
+                        "inserted", rid, f"entry {rid} was inserted: a copy of entry {original}"
+                    )
+        head = self.chain_head(session)
+        past_head = head is not None and (head.last_id is None or rid > head.last_id)
+        if past_head and head is not None and row_hash != head.last_hash:
+            return bad(
+                "inserted",
+                rid,
+                f"entry {rid} was inserted: it comes after the chain head (entry {head.last_id})",
+            )
+        if not link_ok and prev_id is not None:
+            # It links to an earlier entry, skipping the ones just before it.
+            linked = first_with_hash(prev_hash)
+            if linked is not None and linked < prev_id:
+                first = session.scalar(select(func.min(_log.c.id)).where(_log.c.id > linked))
+                assert first is not None
+                return bad(
+                    "inserted",
+                    first,
+                    f"entry {first} was inserted: entry {rid} links to entry {linked}, before it",
+                )
+        if not content_ok:
+            return bad("altered", rid, f"entry {rid} was altered: it does not match its hash")
+        if prev_id is None:
+            return bad(
+                "deleted",
+                rid,
+                f"entry {rid} is the first entry but links to an earlier one:"
+                " the entries before it were deleted",
+            )
+        if rid == prev_id + 1:
+            return bad(
+                "altered",
+                prev_id,
+                f"entry {prev_id} was altered and re-hashed: entry {rid} links to its old hash",
+            )
+        return bad(
+            "deleted",
+            rid,
+            f"entry {rid} does not link to entry {prev_id}: the entries between them were deleted",
+        )
+
+    def _check_head(
+        self,
+        session: Session,
+        head: ChainHead | None,
+        last_id: int | None,
+        last_hash: str,
+        checked: int,
+    ) -> VerifyResult:
+        if head is None:
+            return VerifyResult(
+                False, checked, None, "head mismatch", "the chain head row is missing"
+            )
+        if last_id is None:  # the log is empty
+            if head.last_id is None and head.entries == 0:
+                return VerifyResult(True, 0, message="chain of 0 entries verifies")
+            return VerifyResult(
+                False,
+                0,
+                head.last_id,
+                "deleted",
+                f"entry {head.last_id} is missing: the chain head records"
+                f" {head.entries} entries but the log is empty",
+            )
+        if head.last_id is None or last_id > head.last_id:
+            # Every entry linked, but the chain runs on past its head: forged entries.
+            floor = head.last_id if head.last_id is not None else -1
+            first = session.scalar(select(func.min(_log.c.id)).where(_log.c.id > floor))
+            return VerifyResult(
+                False,
+                checked,
+                first,
+                "inserted",
+                f"entry {first} was inserted: it comes after the chain head (entry {head.last_id})",
+            )
+        if last_id < head.last_id:
+            return VerifyResult(
+                False,
+                checked,
+                head.last_id,
+                "deleted",
+                f"entry {head.last_id} is missing: the chain head ends there, the log at"
+                f" entry {last_id}; the entries after entry {last_id} were deleted",
+            )
+        if last_hash != head.last_hash:
+            return VerifyResult(
+                False,
+                checked,
+                last_id,
+                "head mismatch",
+                f"entry {last_id} does not match the chain head's hash: the entry was"
+                " re-hashed or the head was changed",
+            )
+        if checked != head.entries:
+            return VerifyResult(
+                False,
+                checked,
+                None,
+                "head mismatch",
+                f"the chain head counts {head.entries} entries, the log holds {checked}",
+            )
+        return VerifyResult(
+            True,
+            checked,
+            message=f"chain of {checked} entries verifies",
+            last_id=last_id,
+            last_hash=last_hash,
+        )
+
+    def _check_anchor(
+        self, session: Session, anchor: tuple[int, str], result: VerifyResult
+    ) -> VerifyResult:
+        entry_id, anchored = anchor
+        stored = session.scalar(select(_log.c.row_hash).where(_log.c.id == entry_id))
+        if stored == anchored.strip().lower():
+            return result
+        if stored is None:
+            message = f"entry {entry_id} is gone, but an anchor was kept for it"
+        else:
+            message = f"entry {entry_id} does not match the anchor kept for it"
+        return VerifyResult(
+            False,
+            result.checked,
+            entry_id,
+            "anchor mismatch",
+            f"{message}: the chain was rewritten from there on",
+        )
+
+    def iter_entries(
+        self,
+        session: Session,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user_id: int | None = None,
+        action: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield entries as plain dicts in chain order, filtered by time window
+        (``since`` inclusive, ``until`` exclusive), user and action."""
+        query = select(*_raw_columns()).order_by(_log.c.id)
+        if since is not None:
+            query = query.where(_log.c.timestamp >= ensure_utc(since))
+        if until is not None:
+            query = query.where(_log.c.timestamp < ensure_utc(until))
+        if user_id is not None:
+            query = query.where(_log.c.user_id == user_id)
+        if action is not None:
+            query = query.where(_log.c.action == action)
+        for row in session.execute(query, execution_options={"yield_per": 2_000}):
+            yield _entry_dict(row)
+
+    def export(
+        self,
+        session: Session,
+        out: TextIO,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user_id: int | None = None,
+        action: str | None = None,
+    ) -> int:
+        """Write the matching entries to *out* as JSON lines in chain order; return how many."""
+        count = 0
+        for entry in self.iter_entries(
+            session, since=since, until=until, user_id=user_id, action=action
+        ):
+            out.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+            count += 1
+        return count
+
+
+audit = AuditService()
