@@ -43,6 +43,9 @@ def serve(
     from tradebase.core import migrate
     from tradebase.core.db import Database, unit_of_work
 
+    from tradebase.core.crypto import KeyStore
+
+    KeyStore.from_settings(get_settings()).keyring()  # a bad master key stops us here, not later
     for database in Database:
         current, head = migrate.current_revision(database), migrate.head_revision(database)
         if current is None:

@@ -237,6 +237,17 @@ class UserService:
                 )
             raise InvalidCredentials()
         if user.two_factor_enabled:
+            if totp_code:
+                audit_service.record(
+                    session,
+                    action="credential.read",
+                    user_id=user.id,
+                    actor=user.username,
+                    resource_type="user",
+                    resource_id=user.id,
+                    details={"kind": CredentialKind.totp_secret, "purpose": "login"},
+                    **context,
+                )
             if not totp_code:
                 raise TotpRequired("this account needs a two-factor code: send totp_code")
             if not self._totp_matches(credentials_session, user, TOTP_ACTIVE, totp_code, "login"):
@@ -341,6 +352,7 @@ class UserService:
             ip_address=principal.ip_address,
         )
         _audit(session, principal, "totp.enrolment_started", user)
+        _audit_secret(session, principal, "credential.written", user, "totp enrolment")
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name="Tradebase")
         return secret, uri
 
@@ -394,6 +406,8 @@ class UserService:
             purpose="totp activation",
         )
         user.two_factor_enabled = True
+        _audit_secret(session, principal, "credential.read", user, "totp activation")
+        _audit_secret(session, principal, "credential.written", user, "totp activation")
         _audit(session, principal, "totp.enabled", user)
         return user
 
@@ -416,6 +430,7 @@ class UserService:
             purpose="totp disable",
         )
         user.two_factor_enabled = False
+        _audit_secret(session, principal, "credential.deleted", user, "totp disable")
         _audit(session, principal, "totp.disabled", user)
         return user
 
@@ -629,6 +644,20 @@ class WebSessionService:
 def require_writer(principal: Principal) -> None:
     if principal.read_only:
         raise ReadOnlyRole("a viewer cannot change anything")
+
+
+def _audit_secret(
+    session: Session, principal: Principal, action: str, user: User, purpose: str
+) -> None:
+    """Mirror a secret's read or write into the audit trail (the credentials database keeps
+    the detailed access log)."""
+    _audit(
+        session,
+        principal,
+        action,
+        user,
+        details={"kind": CredentialKind.totp_secret, "purpose": purpose},
+    )
 
 
 def _audit(
