@@ -41,9 +41,8 @@ def serve(
 
     from tradebase.accounts.service import user as user_service
     from tradebase.core import migrate
-    from tradebase.core.db import Database, unit_of_work
-
     from tradebase.core.crypto import KeyStore
+    from tradebase.core.db import Database, unit_of_work
 
     KeyStore.from_settings(get_settings()).keyring()  # a bad master key stops us here, not later
     for database in Database:
