@@ -67,7 +67,8 @@ EXPECTED: dict[str, str] = {
     "messages": "id conversation_id role content created_at tokens_used model latency_ms metadata",
     "llm_usage": "id timestamp provider model input_tokens output_tokens cost_usd user_id"
     " conversation_id request_type latency_ms",
-    "audit_log": "id timestamp user_id actor action resource_type resource_id ip_address"
+    "audit_log": "id timestamp user_id actor_user_id actor action resource_type resource_id"
+    " ip_address"
     " user_agent details message prev_hash row_hash",
     "bot_metrics": "id bot_type timestamp messages_processed commands_executed errors_count"
     " avg_response_time_ms active_users",

@@ -23,6 +23,8 @@ class AuditLog(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     timestamp: Mapped[datetime] = created_at_column()
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The user's id at the time, kept (and hashed) when deleting the user sets user_id NULL.
+    actor_user_id: Mapped[int | None]
     actor: Mapped[str | None] = mapped_column(String(100))  # username kept after deletion
     action: Mapped[str] = mapped_column(String(100))
     resource_type: Mapped[str | None] = mapped_column(String(50))

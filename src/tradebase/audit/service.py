@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
-from tradebase.accounts import models as _accounts  # noqa: F401 - audit_log.user_id -> users
+from tradebase.accounts import models as _accounts  # also: audit_log.user_id -> users
 from tradebase.audit.models import AuditChainHead, AuditLog
 from tradebase.core.errors import Conflict, TradebaseError
 from tradebase.core.time import ensure_utc, utc_now
@@ -60,7 +60,7 @@ _ENCODER: Final = json.JSONEncoder(
 HASHED_FIELDS: Final = (
     "id",
     "timestamp",
-    "user_id",
+    "actor_user_id",  # not user_id: deleting the user sets that to NULL (ON DELETE SET NULL)
     "actor",
     "action",
     "resource_type",
@@ -229,6 +229,7 @@ def _raw_columns() -> list[ColumnElement[Any]]:
         else:
             columns.append(column)
     columns.append(_log.c.row_hash)
+    columns.append(_log.c.user_id)
     return columns
 
 
@@ -304,6 +305,7 @@ class AuditService:
         values: dict[str, Any] = {
             "timestamp": utc_now(),
             "user_id": user_id,
+            "actor_user_id": user_id,
             "actor": _bounded("actor", actor),
             "action": _required("action", action, 100),
             "resource_type": _required("resource_type", resource_type, 50, optional=True),
@@ -331,7 +333,7 @@ class AuditService:
             [
                 entry.id,
                 entry.timestamp,
-                entry.user_id,
+                entry.actor_user_id,
                 entry.actor,
                 entry.action,
                 entry.resource_type,
@@ -425,8 +427,33 @@ class AuditService:
                     return self._check_anchor(session, anchor, result)
                 return result
             refetched = False
+            orphaned = self._wrongly_orphaned(session, rows)
             for row in rows:
-                rid, ts, uid, actor, action, rtype, res, ip, agent, details, msg, prev, stored = row
+                (
+                    rid,
+                    ts,
+                    uid,
+                    actor,
+                    action,
+                    rtype,
+                    res,
+                    ip,
+                    agent,
+                    details,
+                    msg,
+                    prev,
+                    stored,
+                    live,
+                ) = row
+                if (live is not None and live != uid) or rid in orphaned:
+                    return VerifyResult(
+                        False,
+                        checked,
+                        rid,
+                        "altered",
+                        f"entry {rid} was altered: its user_id is {live}, it was recorded for"
+                        f" user {uid}",
+                    )
                 try:
                     digest: str | None = sha256(
                         encode(
@@ -444,6 +471,20 @@ class AuditService:
                 checked += 1
             if progress is not None:
                 progress(checked)
+
+    def _wrongly_orphaned(self, session: Session, rows: Sequence[Row[Any]]) -> set[int]:
+        """Entries whose user_id is NULL although their user still exists: deleting a user
+        sets user_id NULL (legitimately); raw SQL doing it to a live user's entry does not."""
+        orphans = [
+            (row.id, row.actor_user_id)
+            for row in rows
+            if row.user_id is None and row.actor_user_id is not None
+        ]
+        if not orphans:
+            return set()
+        wanted = {uid for _, uid in orphans}
+        alive = set(session.scalars(select(_accounts.User.id).where(_accounts.User.id.in_(wanted))))
+        return {rid for rid, uid in orphans if uid in alive}
 
     def _diagnose(
         self,
