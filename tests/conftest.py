@@ -303,7 +303,11 @@ def live(
     if backend not in _server_registry:
         scratch = scratch_factory.new(backend, "live")
         settings = scratch.settings().model_copy(
-            update={"data_dir": tmp_path_factory.mktemp("live-data")}
+            # Every test logs in from 127.0.0.1: the per-address login limit has its own test.
+            update={
+                "data_dir": tmp_path_factory.mktemp("live-data"),
+                "login_attempts_per_minute": 100_000,
+            }
         )
         for database in Database:
             migrate.upgrade(database, "head", settings=settings)

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     login_lockout_minutes: Annotated[int, Field(ge=1)] = Field(
         default=15, description="How long a locked account stays locked."
     )
+    login_attempts_per_minute: Annotated[int, Field(ge=1)] = Field(
+        default=30, description="Login attempts allowed per client address and minute."
+    )
     redis_url: str | None = Field(
         default=None,
         description=(

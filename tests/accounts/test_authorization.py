@@ -13,8 +13,15 @@ from tests.factories import create_account, create_order, create_portfolio
 from tradebase.core.db import Database, unit_of_work
 
 PUBLIC = {("POST", "/api/v1/auth/login"), ("GET", "/health"), ("GET", "/ready")}
-# Routes every signed-in user may call whatever the role: ending one's own session.
-SELF_SERVICE = {("POST", "/api/v1/auth/logout")}
+# Routes every signed-in user may call whatever the role, from a dashboard login only:
+# ending one's own session, changing one's own password and two-factor codes.
+SELF_SERVICE = {
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/me/password"),
+    ("POST", "/api/v1/me/totp"),
+    ("POST", "/api/v1/me/totp/confirm"),
+    ("POST", "/api/v1/me/totp/disable"),
+}
 
 
 def routes(live: LiveServer) -> list[tuple[str, str]]:
@@ -121,3 +128,18 @@ def test_routes_without_credentials_answer_401(live: LiveServer) -> None:
             response = http.request(method, re.sub(r"{\w+}", "1", path), json={})
             assert response.status_code == 401, (method, path, response.text)
             assert_error_shape(response.json(), 401)
+
+
+def test_a_viewer_changes_only_their_own_password_and_codes(live: LiveServer) -> None:
+    viewer = make_user(live, role="viewer")
+    _, key = make_key(live, viewer)
+    with live.client() as http:
+        body = {"current_password": viewer.password, "new_password": "a new viewer password"}
+        by_key = http.post("/api/v1/me/password", json=body, headers=bearer(key))
+        assert by_key.status_code == 403  # a key never changes its owner's password
+        login = http.post(
+            "/api/v1/auth/login", json={"login": viewer.username, "password": viewer.password}
+        )
+        csrf = {"X-CSRF-Token": login.json()["csrf_token"]}
+        assert http.post("/api/v1/me/password", json=body, headers=csrf).status_code == 204
+        assert http.patch("/api/v1/me", json={"settings": {}}, headers=csrf).status_code == 403

@@ -51,7 +51,7 @@ def test_users_commands(env: dict[str, str]) -> None:
     )
     assert code == 0 and "one-time" not in out
     code, out = tb(env, "users", "create", "alice", "--email", "other@example.com")
-    assert code == 1 and "taken" in out
+    assert code == 1 and "already in use" in out
     code, out = tb(env, "users", "set-role", "alice", "trader")
     assert code == 0 and "alice is now trader" in out
     code, out = tb(env, "users", "disable", "bob")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pyotp
@@ -113,7 +114,13 @@ def test_two_factor_enrolment_and_login(live: LiveServer) -> None:
         assert enrol.json()["otpauth_uri"].startswith("otpauth://totp/")
         bad = http.post("/api/v1/me/totp/confirm", json={"code": "000000"}, headers=headers)
         assert bad.status_code == 401
-        code = pyotp.TOTP(secret).now()
+        # Each code is spent once: confirm with the previous step's code, log in with this
+        # step's, disable with the next step's (all inside the accepted +-1 step window).
+        totp = pyotp.TOTP(secret)
+        if 30 - time.time() % 30 < 3:  # keep the three steps clear of a step boundary
+            time.sleep(3.1)
+        now = time.time()
+        code = totp.at(now - 30)
         confirmed = http.post("/api/v1/me/totp/confirm", json={"code": code}, headers=headers)
         assert confirmed.status_code == 200 and confirmed.json()["two_factor_enabled"] is True
     with live.client() as http:
@@ -123,14 +130,14 @@ def test_two_factor_enrolment_and_login(live: LiveServer) -> None:
             http,
             person.username,
             person.password,
-            totp_code="123456" if pyotp.TOTP(secret).now() != "123456" else "654321",
+            totp_code="123456" if totp.at(now) != "123456" else "654321",
         )
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_totp"
-        ok = _login(http, person.username, person.password, totp_code=pyotp.TOTP(secret).now())
+        ok = _login(http, person.username, person.password, totp_code=totp.at(now))
         assert ok.status_code == 200
         headers = {"X-CSRF-Token": ok.json()["csrf_token"]}
         off = http.post(
-            "/api/v1/me/totp/disable", json={"code": pyotp.TOTP(secret).now()}, headers=headers
+            "/api/v1/me/totp/disable", json={"code": totp.at(now + 30)}, headers=headers
         )
         assert off.status_code == 200 and off.json()["two_factor_enabled"] is False
     if live.scratch.backend == "sqlite":

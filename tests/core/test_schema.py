@@ -17,7 +17,7 @@ EXPECTED: dict[str, str] = {
     # main database
     "users": f"id username email password_hash role is_active email_verified two_factor_enabled"
     f" settings webhook_key_hash last_login failed_login_count failed_login_window_start"
-    f" locked_until password_changed_at {TS}",
+    f" locked_until password_changed_at totp_last_step {TS}",
     "api_keys": f"id user_id key_prefix key_hash name description scopes rate_limit_per_minute"
     f" is_active expires_at last_used_at total_requests {TS}",
     "trading_accounts": f"id user_id account_name broker host_url websocket_url is_primary"

@@ -1,4 +1,4 @@
-"""audit: actor_user_id, the user an entry was recorded for, kept when the user is deleted
+"""audit_log.actor_user_id (kept when a user is deleted); users.totp_last_step (no code reuse)
 
 Revision ID: main_0003
 Revises: main_0002
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+import tradebase.core.ddl as tb
 
 
 revision: str = "main_0003"
@@ -28,8 +30,14 @@ def upgrade() -> None:
             sa.Column("actor_user_id", sa.Integer(), autoincrement=False, nullable=True)
         )
 
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("totp_last_step", tb.BigID(), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_column("totp_last_step")
+
     with op.batch_alter_table("audit_log_archive", schema=None) as batch_op:
         batch_op.drop_column("actor_user_id")
 

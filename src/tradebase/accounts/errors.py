@@ -49,5 +49,13 @@ class ReadOnlyRole(Forbidden):
     code = "read_only"
 
 
+class TotpAlreadyEnabled(Conflict):
+    code = "totp_already_enabled"
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+
+
 class TotpNotEnrolled(BadRequest):
     code = "totp_not_enrolled"

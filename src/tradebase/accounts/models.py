@@ -45,6 +45,7 @@ class User(Timestamps, Base):
     failed_login_window_start: Mapped[datetime | None]
     locked_until: Mapped[datetime | None]
     password_changed_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigID)  # a spent code is not reused
 
     __table_args__ = (
         Index("idx_users_username", "username", unique=True),

@@ -1,7 +1,10 @@
 """Per-minute request limits shared by every server process.
 
-Fixed one-minute windows counted in the main database (an upsert per request) or, when
-``TRADEBASE_REDIS_URL`` is set, in Redis (``INCR`` with an expiry).
+Requests are counted per calendar minute in the main database (an upsert per request) or,
+when ``TRADEBASE_REDIS_URL`` is set, in Redis (``INCR`` with an expiry). The limit applies
+to a sliding minute: the current minute's count plus the previous minute's, weighted by how
+much of it the sliding minute still covers (Cloudflare's estimate), so a burst across the
+turn of a minute cannot get twice the limit.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ def _window(now: datetime) -> datetime:
     return now.replace(second=0, microsecond=0)
 
 
-def _verdict(count: int, limit: int, now: datetime, window: datetime) -> Verdict:
+def _verdict(count: int, previous: int, limit: int, now: datetime, window: datetime) -> Verdict:
+    elapsed = (now - window).total_seconds() / 60
+    estimate = count + previous * (1 - elapsed)
     retry_after = max(1, int((window + timedelta(minutes=1) - now).total_seconds() + 0.999))
-    return Verdict(count <= limit, count, limit, retry_after)
+    return Verdict(estimate <= limit, count, limit, retry_after)
 
 
 def hit_database(session: Session, bucket: str, limit: int, now: datetime | None = None) -> Verdict:
@@ -65,13 +70,19 @@ def hit_database(session: Session, bucket: str, limit: int, now: datetime | None
         )
         count = session.scalar(counted)
     assert count is not None
-    if count == 1:  # first request of this window: forget the bucket's older windows
+    previous_window = window - timedelta(minutes=1)
+    if count == 1:  # first request of this window: forget the windows before the previous
         session.execute(
             delete(RateLimitCounter).where(
-                RateLimitCounter.bucket == bucket, RateLimitCounter.window_start < window
+                RateLimitCounter.bucket == bucket, RateLimitCounter.window_start < previous_window
             )
         )
-    return _verdict(count, limit, now, window)
+    previous = session.scalar(
+        select(RateLimitCounter.count).where(
+            RateLimitCounter.bucket == bucket, RateLimitCounter.window_start == previous_window
+        )
+    )
+    return _verdict(count, previous or 0, limit, now, window)
 
 
 @cache
@@ -86,8 +97,10 @@ def hit_redis(url: str, bucket: str, limit: int, now: datetime | None = None) ->
     now = now or utc_now()
     window = _window(now)
     key = f"tradebase:rl:{bucket}:{int(window.timestamp())}"
+    previous_key = f"tradebase:rl:{bucket}:{int(window.timestamp()) - 60}"
     pipe = _redis(url).pipeline()
     pipe.incr(key)
-    pipe.expire(key, 120)
-    count, _ = pipe.execute()
-    return _verdict(int(count), limit, now, window)
+    pipe.expire(key, 150)
+    pipe.get(previous_key)
+    count, _, previous = pipe.execute()
+    return _verdict(int(count), int(previous or 0), limit, now, window)

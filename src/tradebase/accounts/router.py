@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 
 from tradebase.accounts import schemas, security
+from tradebase.accounts.schemas import MAX_ID
 from tradebase.accounts.service import api_key as api_key_service
 from tradebase.accounts.service import user as user_service
 from tradebase.accounts.service import web_session as web_session_service
 from tradebase.core.auth import Principal
+from tradebase.core.db import Database, unit_of_work
 from tradebase.core.http import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -19,6 +21,8 @@ from tradebase.core.http import (
     SessionDep,
     SettingsDep,
     client_ip,
+    engines_of,
+    interactive,
     require,
 )
 
@@ -31,22 +35,21 @@ ReadKeys = Annotated[Principal, Depends(require("read:keys"))]
 WriteKeys = Annotated[Principal, Depends(require("write:keys"))]
 ReadUsers = Annotated[Principal, Depends(require("read:users"))]
 WriteUsers = Annotated[Principal, Depends(require("write:users"))]
+# Your own password and two-factor codes: from a dashboard login (not a key), any role.
+Interactive = Annotated[Principal, Depends(interactive)]
+KeyId = Annotated[int, Path(ge=1, le=MAX_ID, description="An API key's id.")]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="A user's id.")]
 
 
 @router.post("/auth/login", tags=["auth"], response_model=schemas.LoginResponse)
 def login(
-    body: schemas.LoginRequest,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    credentials_session: CredentialsSessionDep,
-    settings: SettingsDep,
+    body: schemas.LoginRequest, request: Request, response: Response, settings: SettingsDep
 ) -> schemas.LoginResponse:
     """Log in with username or email; sets the session cookie and returns the CSRF token."""
     ip, agent = client_ip(request), request.headers.get("user-agent")
+    engines = engines_of(request)
     user = user_service.login(
-        session,
-        credentials_session,
+        engines,
         login=body.login,
         password=body.password,
         totp_code=body.totp_code,
@@ -54,9 +57,10 @@ def login(
         ip_address=ip,
         user_agent=agent,
     )
-    web, token = web_session_service.start(
-        session, user, settings=settings, ip_address=ip, user_agent=agent
-    )
+    with unit_of_work(factory=engines.session_factory(Database.main)) as session:
+        web, token = web_session_service.start(
+            session, user, settings=settings, ip_address=ip, user_agent=agent
+        )
     csrf = security.csrf_token(token)
     max_age = settings.session_hours * 3600
     response.set_cookie(
@@ -108,7 +112,7 @@ def update_me(
 
 @router.post("/me/password", tags=["me"], status_code=status.HTTP_204_NO_CONTENT)
 def change_password(
-    body: schemas.PasswordChange, principal: WriteAccount, session: SessionDep
+    body: schemas.PasswordChange, principal: Interactive, session: SessionDep
 ) -> None:
     """Change your password; your other dashboard sessions end."""
     user_service.change_password(
@@ -118,7 +122,7 @@ def change_password(
 
 @router.post("/me/totp", tags=["me"], response_model=schemas.TotpEnrolment)
 def start_totp(
-    principal: WriteAccount, session: SessionDep, credentials_session: CredentialsSessionDep
+    principal: Interactive, session: SessionDep, credentials_session: CredentialsSessionDep
 ) -> schemas.TotpEnrolment:
     """Start two-factor enrolment: returns the secret once; confirm it with a code."""
     secret, uri = user_service.totp_begin(session, credentials_session, principal)
@@ -128,7 +132,7 @@ def start_totp(
 @router.post("/me/totp/confirm", tags=["me"], response_model=schemas.UserRead)
 def confirm_totp(
     body: schemas.TotpCode,
-    principal: WriteAccount,
+    principal: Interactive,
     session: SessionDep,
     credentials_session: CredentialsSessionDep,
 ) -> schemas.UserRead:
@@ -139,7 +143,7 @@ def confirm_totp(
 @router.post("/me/totp/disable", tags=["me"], response_model=schemas.UserRead)
 def disable_totp(
     body: schemas.TotpCode,
-    principal: WriteAccount,
+    principal: Interactive,
     session: SessionDep,
     credentials_session: CredentialsSessionDep,
 ) -> schemas.UserRead:
@@ -175,12 +179,12 @@ def create_key(
 
 
 @router.get("/keys/{key_id}", tags=["keys"], response_model=schemas.ApiKeyRead)
-def read_key(key_id: int, principal: ReadKeys, session: SessionDep) -> schemas.ApiKeyRead:
+def read_key(key_id: KeyId, principal: ReadKeys, session: SessionDep) -> schemas.ApiKeyRead:
     return schemas.ApiKeyRead.model_validate(api_key_service.get(session, principal, key_id))
 
 
 @router.delete("/keys/{key_id}", tags=["keys"], response_model=schemas.ApiKeyRead)
-def revoke_key(key_id: int, principal: WriteKeys, session: SessionDep) -> schemas.ApiKeyRead:
+def revoke_key(key_id: KeyId, principal: WriteKeys, session: SessionDep) -> schemas.ApiKeyRead:
     return schemas.ApiKeyRead.model_validate(api_key_service.revoke(session, principal, key_id))
 
 
@@ -212,13 +216,13 @@ def create_user(
 
 
 @router.get("/users/{user_id}", tags=["users"], response_model=schemas.UserRead)
-def read_user(user_id: int, principal: ReadUsers, session: SessionDep) -> schemas.UserRead:
+def read_user(user_id: UserId, principal: ReadUsers, session: SessionDep) -> schemas.UserRead:
     return schemas.UserRead.model_validate(user_service.get(session, principal, user_id))
 
 
 @router.patch("/users/{user_id}", tags=["users"], response_model=schemas.UserRead)
 def update_user(
-    user_id: int, body: schemas.UserAdminUpdate, principal: WriteUsers, session: SessionDep
+    user_id: UserId, body: schemas.UserAdminUpdate, principal: WriteUsers, session: SessionDep
 ) -> schemas.UserRead:
     user = user_service.admin_update(
         session,
@@ -235,7 +239,7 @@ def update_user(
     "/users/{user_id}/password-reset", tags=["users"], response_model=schemas.PasswordReset
 )
 def reset_password(
-    user_id: int, principal: WriteUsers, session: SessionDep
+    user_id: UserId, principal: WriteUsers, session: SessionDep
 ) -> schemas.PasswordReset:
     """Give a user a one-time password (shown once); their sessions end."""
     user_service.get(session, principal, user_id)

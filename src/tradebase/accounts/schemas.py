@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from tradebase.accounts.models import UserRole
+
+MAX_ID = 2_147_483_647  # ids are 32-bit integers on every engine
+MAX_SETTINGS_BYTES = 65_536
+MAX_SETTINGS_DEPTH = 16
+
+
+def _bounded_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+
+    stack: list[tuple[Any, int]] = [(value, 1)]  # iterative: deep input must not recurse
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_SETTINGS_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_SETTINGS_DEPTH} levels")
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, level + 1) for child in children)
+    if len(json.dumps(value)) > MAX_SETTINGS_BYTES:
+        raise ValueError(f"larger than {MAX_SETTINGS_BYTES} bytes as JSON")
+    return value
+
+
+def _sane_expiry(value: datetime | None) -> datetime | None:
+    if value is not None and value.year > 9000:
+        raise ValueError("too far in the future")
+    return value
 
 
 class Strict(BaseModel):
@@ -69,7 +98,7 @@ class UserAdminUpdate(Strict):
 
 class ProfileUpdate(Strict):
     email: EmailStr | None = None
-    settings: dict[str, Any] | None = None
+    settings: Annotated[dict[str, Any] | None, AfterValidator(_bounded_json)] = None
 
 
 class PasswordChange(Strict):
@@ -94,8 +123,12 @@ class ApiKeyCreate(Strict):
     name: str = Field(min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=2000)
     scopes: list[str] | None = Field(default=None, description="Default: all your role allows.")
-    expires_at: datetime | None = None
-    rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
+    expires_at: Annotated[AwareDatetime | None, AfterValidator(_sane_expiry)] = Field(
+        default=None, description="With a time zone, e.g. 2027-01-01T00:00:00Z."
+    )
+    rate_limit_per_minute: int = Field(
+        default=60, ge=1, le=100_000, description="Above 60 needs an admin."
+    )
 
 
 class ApiKeyRead(BaseModel):

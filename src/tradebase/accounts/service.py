@@ -16,8 +16,10 @@ from tradebase.accounts.errors import (
     ApiKeyNotFound,
     InvalidCredentials,
     InvalidTotp,
+    LastAdmin,
     ReadOnlyRole,
     ScopeNotAllowed,
+    TotpAlreadyEnabled,
     TotpNotEnrolled,
     TotpRequired,
     UsernameTaken,
@@ -29,11 +31,13 @@ from tradebase.accounts.ratelimit import Verdict, hit_database, hit_redis
 from tradebase.audit.service import audit as audit_service
 from tradebase.config import Settings
 from tradebase.core.auth import Principal, role_permits, role_scopes, scoped
+from tradebase.core.db import Database, Engines, unit_of_work
 from tradebase.core.errors import BadRequest, TooManyRequests, Unauthorized
 from tradebase.core.time import ensure_utc, utc_now
 from tradebase.credentials.models import CredentialKind, CredentialOwner
 from tradebase.credentials.service import credential as credential_service
 
+DEFAULT_RATE_LIMIT = 60
 TOTP_PENDING = "pending"
 TOTP_ACTIVE = "active"
 
@@ -79,7 +83,7 @@ class UserService:
             )
         user = User(
             username=username,
-            email=email,
+            email=email.strip().lower(),
             role=role,
             password_hash=security.hash_password(password),
             password_changed_at=None if one_time else utc_now(),
@@ -89,7 +93,7 @@ class UserService:
                 session.add(user)
                 session.flush()
         except IntegrityError:
-            raise UsernameTaken(f"username {username!r} or email {email!r} is taken") from None
+            raise UsernameTaken("that username or email is already in use") from None
         _audit(session, actor, "user.created", user, details={"role": role})
         return user, one_time
 
@@ -128,6 +132,16 @@ class UserService:
         email_verified: bool | None = None,
     ) -> User:
         user = self.get(session, principal, user_id)
+        demoted = role is not None and role != UserRole.admin
+        disabled = is_active is False
+        if user.role == UserRole.admin and user.is_active and (demoted or disabled):
+            admins = session.scalar(
+                select(func.count())
+                .select_from(User)
+                .where(User.role == UserRole.admin, User.is_active.is_(True), User.id != user.id)
+            )
+            if not admins:
+                raise LastAdmin("this is the last active admin: make another admin first")
         old_role = user.role
         role_changed = role is not None and role != user.role
         active_changed = is_active is not None and is_active != user.is_active
@@ -161,8 +175,8 @@ class UserService:
         settings: dict[str, object] | None,
     ) -> User:
         user = self.get(session, principal, principal.user_id)
-        if email is not None and email != user.email:
-            user.email = email
+        if email is not None and email.strip().lower() != user.email:
+            user.email = email.strip().lower()
             user.email_verified = False
         if settings is not None:
             user.settings = settings
@@ -170,14 +184,13 @@ class UserService:
             with session.begin_nested():
                 session.flush()
         except IntegrityError:
-            raise UsernameTaken(f"email {email!r} is taken") from None
+            raise UsernameTaken("that email cannot be used") from None
         _audit(session, principal, "settings.changed", user)
         return user
 
     def login(
         self,
-        session: Session,
-        credentials_session: Session,
+        engines: Engines,
         *,
         login: str,
         password: str,
@@ -188,56 +201,71 @@ class UserService:
     ) -> User:
         """Check a login; count failures and lock the account after too many.
 
-        A wrong password, an unknown user and a locked account run the same password
-        check and raise the same `InvalidCredentials`; the failure is committed with it.
+        Three short steps, so no database lock is held during the deliberately slow
+        password hash: count the attempt against the client address's per-minute limit;
+        check the password (and two-factor code) in a read transaction; then record the
+        outcome in a write transaction that locks the user's row. A wrong password, an
+        unknown user and a locked or disabled account run the same password check and
+        raise the same `InvalidCredentials`.
         """
-        now = utc_now()
-        found = self.get_by_login(session, login)
-        user = _lock_user(session, found.id) if found else None
-        locked = user is not None and user.locked_until is not None and user.locked_until > now
-        usable = user is not None and user.is_active and not locked
-        password_ok = security.verify_password(
-            user.password_hash if usable and user else None, password
-        )
+        main = engines.session_factory(Database.main)
         context: dict[str, Any] = {"ip_address": ip_address, "user_agent": user_agent}
-        if user is None or not usable or not password_ok:
-            if user is not None and usable:
-                self._count_failure(user, now, settings)
-            audit_service.record(
-                session,
-                action="login.locked" if locked else "login.failed",
-                user_id=user.id if user else None,
-                actor=login[:100],
-                resource_type="user",
-                resource_id=user.id if user else None,
-                details={
-                    "reason": "locked"
-                    if locked
-                    else "inactive"
-                    if user and not user.is_active
-                    else "credentials"
-                },
-                **context,
+        with unit_of_work(factory=main) as session:
+            verdict = _hit(
+                session, settings, f"login-ip:{ip_address}", settings.login_attempts_per_minute
             )
-            if (
-                user is not None
-                and user.locked_until is not None
-                and user.locked_until > now
-                and not locked
-            ):
+        if not verdict.allowed:
+            raise TooManyRequests(
+                "too many login attempts from this address: wait a minute",
+                retry_after=verdict.retry_after,
+            )
+        now = utc_now()
+        with unit_of_work(factory=main, write=False) as session:
+            found = self.get_by_login(session, login)
+            locked = (
+                found is not None and found.locked_until is not None and found.locked_until > now
+            )
+            usable = found is not None and found.is_active and not locked
+            password_ok = security.verify_password(
+                found.password_hash if usable and found else None, password
+            )
+            user_id = found.id if found else None
+        totp_step: int | None = None
+        totp_checked = False
+        if usable and password_ok and found is not None and found.two_factor_enabled:
+            if not totp_code:
+                raise TotpRequired("this account needs a two-factor code: send totp_code")
+            totp_checked = True
+            with unit_of_work(
+                Database.credentials, factory=engines.session_factory(Database.credentials)
+            ) as creds:
+                totp_step = self._totp_step(creds, found, TOTP_ACTIVE, totp_code, "login")
+        with unit_of_work(factory=main) as session:
+            user = _lock_user(session, user_id) if user_id is not None else None
+            if user is not None and user.locked_until is not None and user.locked_until > now:
+                locked = True  # locked by a concurrent failure since we looked
+            if user is None or locked or not user.is_active or not password_ok:
+                if user is not None and user.is_active and not locked:
+                    self._count_failure(session, user, now, settings, context)
                 audit_service.record(
                     session,
-                    action="user.locked",
-                    user_id=user.id,
-                    actor=user.username,
+                    action="login.locked" if locked else "login.failed",
+                    user_id=user.id if user else None,
+                    # Never what was typed: a password typed into the wrong field would land here.
+                    actor=user.username if user else "unknown",
                     resource_type="user",
-                    resource_id=user.id,
-                    details={"until": user.locked_until.isoformat()},
+                    resource_id=user.id if user else None,
+                    details={
+                        "reason": "locked"
+                        if locked
+                        else "inactive"
+                        if user and not user.is_active
+                        else "credentials"
+                    },
                     **context,
                 )
-            raise InvalidCredentials()
-        if user.two_factor_enabled:
-            if totp_code:
+                raise InvalidCredentials()
+            if totp_checked:
                 audit_service.record(
                     session,
                     action="credential.read",
@@ -248,39 +276,47 @@ class UserService:
                     details={"kind": CredentialKind.totp_secret, "purpose": "login"},
                     **context,
                 )
-            if not totp_code:
-                raise TotpRequired("this account needs a two-factor code: send totp_code")
-            if not self._totp_matches(credentials_session, user, TOTP_ACTIVE, totp_code, "login"):
-                self._count_failure(user, now, settings)
-                audit_service.record(
-                    session,
-                    action="login.failed",
-                    user_id=user.id,
-                    actor=user.username,
-                    resource_type="user",
-                    resource_id=user.id,
-                    details={"reason": "totp"},
-                    **context,
-                )
-                raise InvalidTotp("the two-factor code is wrong or expired")
-        user.failed_login_count = 0
-        user.failed_login_window_start = None
-        user.locked_until = None
-        user.last_login = now
-        if security.needs_rehash(user.password_hash):
-            user.password_hash = security.hash_password(password)
-        audit_service.record(
-            session,
-            action="login.ok",
-            user_id=user.id,
-            actor=user.username,
-            resource_type="user",
-            resource_id=user.id,
-            **context,
-        )
-        return user
+                if totp_step is None or (
+                    user.totp_last_step is not None and totp_step <= user.totp_last_step
+                ):
+                    self._count_failure(session, user, now, settings, context)
+                    audit_service.record(
+                        session,
+                        action="login.failed",
+                        user_id=user.id,
+                        actor=user.username,
+                        resource_type="user",
+                        resource_id=user.id,
+                        details={"reason": "totp" if totp_step is None else "totp reused"},
+                        **context,
+                    )
+                    raise InvalidTotp("the two-factor code is wrong, expired or already used")
+                user.totp_last_step = totp_step
+            user.failed_login_count = 0
+            user.failed_login_window_start = None
+            user.locked_until = None
+            user.last_login = now
+            if security.needs_rehash(user.password_hash):
+                user.password_hash = security.hash_password(password)
+            audit_service.record(
+                session,
+                action="login.ok",
+                user_id=user.id,
+                actor=user.username,
+                resource_type="user",
+                resource_id=user.id,
+                **context,
+            )
+            return user
 
-    def _count_failure(self, user: User, now: datetime, settings: Settings) -> None:
+    def _count_failure(
+        self,
+        session: Session,
+        user: User,
+        now: datetime,
+        settings: Settings,
+        context: dict[str, Any],
+    ) -> None:
         window = timedelta(minutes=settings.login_window_minutes)
         start = user.failed_login_window_start
         if start is None or now - start > window:
@@ -292,6 +328,16 @@ class UserService:
             user.locked_until = now + timedelta(minutes=settings.login_lockout_minutes)
             user.failed_login_count = 0
             user.failed_login_window_start = None
+            audit_service.record(
+                session,
+                action="user.locked",
+                user_id=user.id,
+                actor=user.username,
+                resource_type="user",
+                resource_id=user.id,
+                details={"until": user.locked_until.isoformat()},
+                **context,
+            )
 
     def change_password(
         self, session: Session, principal: Principal, *, current: str, new: str
@@ -337,6 +383,10 @@ class UserService:
     ) -> tuple[str, str]:
         """Start enrolment: a new secret, kept pending until a code confirms it."""
         user = self.get(session, principal, principal.user_id)
+        if user.two_factor_enabled:
+            raise TotpAlreadyEnabled(
+                "two-factor codes are already on: disable them with a current code first"
+            )
         secret = pyotp.random_base32()
         credential_service.set_secret(
             credentials_session,
@@ -367,6 +417,8 @@ class UserService:
             kind=CredentialKind.totp_secret,
             name=TOTP_PENDING,
         )
+        if user.two_factor_enabled:
+            raise TotpAlreadyEnabled("two-factor codes are already on")
         if not info.is_set:
             raise TotpNotEnrolled("start enrolment first: POST /api/v1/me/totp")
         if not self._totp_matches(
@@ -434,9 +486,10 @@ class UserService:
         _audit(session, principal, "totp.disabled", user)
         return user
 
-    def _totp_matches(
+    def _totp_step(
         self, credentials_session: Session, user: User, name: str, code: str, purpose: str
-    ) -> bool:
+    ) -> int | None:
+        """The 30-second time step *code* is valid for (this one or a neighbour), or None."""
         secret = credential_service.read_secret(
             credentials_session,
             owner_type=CredentialOwner.user,
@@ -447,7 +500,24 @@ class UserService:
             actor_user_id=user.id,
             purpose=purpose,
         )
-        return pyotp.TOTP(secret).verify(code, valid_window=1)
+        totp = pyotp.TOTP(secret)
+        now = utc_now()
+        current = totp.timecode(now)
+        for offset in (0, -1, 1):
+            step = current + offset
+            if security.same(totp.generate_otp(step), code):
+                return int(step)
+        return None
+
+    def _totp_matches(
+        self, credentials_session: Session, user: User, name: str, code: str, purpose: str
+    ) -> bool:
+        """Check a code for enrolment and disabling, and spend it (no replay)."""
+        step = self._totp_step(credentials_session, user, name, code, purpose)
+        if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+            return False
+        user.totp_last_step = step
+        return True
 
 
 @dataclass(frozen=True)
@@ -472,7 +542,9 @@ class ApiKeyService:
         """Create a key for the caller (or, for the CLI, *owner*); return it with the key
         itself, which is never shown again."""
         user = owner or UserService().get(session, principal, principal.user_id)
-        wanted = sorted(set(scopes)) if scopes is not None else sorted(role_scopes(user.role))
+        # A key can only hand on what its caller has: a key's own scopes bound a new key.
+        default = principal.scopes if principal.via == "key" else role_scopes(user.role)
+        wanted = sorted(set(scopes)) if scopes is not None else sorted(default)
         unknown = [s for s in wanted if s not in security.SCOPES]
         if unknown:
             raise BadRequest(
@@ -482,6 +554,13 @@ class ApiKeyService:
         refused = [s for s in wanted if not role_permits(user.role, s)]
         if refused:
             raise ScopeNotAllowed(f"a {user.role} cannot hold scope {refused[0]!r}")
+        beyond = [s for s in wanted if principal.via == "key" and not principal.allows(s)]
+        if beyond:
+            raise ScopeNotAllowed(f"this key cannot grant scope {beyond[0]!r}: it does not hold it")
+        if rate_limit_per_minute > DEFAULT_RATE_LIMIT and not principal.is_admin:
+            raise ScopeNotAllowed(
+                f"only an admin can set a limit above {DEFAULT_RATE_LIMIT} requests a minute"
+            )
         if expires_at is not None and ensure_utc(expires_at) <= utc_now():
             raise BadRequest("expires_at is in the past", details={"field": "expires_at"})
         plaintext = security.new_api_key()
@@ -550,10 +629,7 @@ class ApiKeyService:
         if not user.is_active:
             raise Unauthorized("this API key's user is disabled")
         bucket = f"key:{key.key_hash[:24]}"  # unique across databases sharing one Redis
-        if settings.redis_url:
-            verdict = hit_redis(settings.redis_url, bucket, key.rate_limit_per_minute, now)
-        else:
-            verdict = hit_database(session, bucket, key.rate_limit_per_minute, now)
+        verdict = _hit(session, settings, bucket, key.rate_limit_per_minute, now)
         if not verdict.allowed:
             raise TooManyRequests(
                 f"rate limit of {key.rate_limit_per_minute} requests a minute reached",
@@ -639,6 +715,14 @@ class WebSessionService:
                 ip_address=principal.ip_address,
                 user_agent=principal.user_agent,
             )
+
+
+def _hit(
+    session: Session, settings: Settings, bucket: str, limit: int, now: datetime | None = None
+) -> Verdict:
+    if settings.redis_url:
+        return hit_redis(settings.redis_url, bucket, limit, now)
+    return hit_database(session, bucket, limit, now)
 
 
 def require_writer(principal: Principal) -> None:

@@ -104,6 +104,14 @@ def current_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+def interactive(principal: PrincipalDep) -> Principal:
+    """The caller, who must be logged in on the dashboard: an API key cannot change its
+    owner's password or two-factor codes (any role may change its own)."""
+    if principal.via != "session":
+        raise Forbidden("log in on the dashboard to change your password or two-factor codes")
+    return principal
+
+
 def require(scope: str) -> Callable[..., Principal]:
     """A dependency: the caller, who must be allowed *scope* (e.g. ``write:keys``)."""
 
