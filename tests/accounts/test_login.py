@@ -170,3 +170,15 @@ def test_password_change_ends_other_sessions(live: LiveServer) -> None:
         )
         assert weak.status_code == 422
         assert_error_shape(weak.json(), 422)
+
+
+def test_a_form_post_carries_the_csrf_token_as_a_field(live: LiveServer) -> None:
+    person = make_user(live)
+    with live.client() as http:
+        csrf = _login(http, person.username, person.password).json()["csrf_token"]
+        forged = http.post("/api/v1/auth/logout", data={"csrf_token": "0" * 64})
+        assert forged.status_code == 403
+        assert_error_shape(forged.json(), 403)
+        assert http.get("/api/v1/me").status_code == 200  # still logged in
+        assert http.post("/api/v1/auth/logout", data={"csrf_token": csrf}).status_code == 204
+        assert http.get("/api/v1/me").status_code == 401

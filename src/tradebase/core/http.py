@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from tradebase.accounts import security
 from tradebase.config import Settings
@@ -18,6 +19,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_COOKIE = "tb_session"
 CSRF_COOKIE = "tb_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
 
 
 def engines_of(request: Request) -> Engines:
@@ -54,44 +56,28 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """Authenticate the request: an API key (``Authorization: Bearer tb_…``) or a dashboard
-    session cookie, whose state-changing requests must carry the CSRF token."""
+    session cookie, whose state-changing requests must carry the CSRF token, in the
+    ``X-CSRF-Token`` header or, for a form post, the ``csrf_token`` field."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    from tradebase.accounts.service import api_key as api_key_service
-    from tradebase.accounts.service import web_session as web_session_service
-
-    engines = engines_of(request)
-    ip, agent = client_ip(request), request.headers.get("user-agent")
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("use Authorization: Bearer <API key>")
-        # Its own transaction: the request counts against the limit even if it then fails.
-        with unit_of_work(factory=engines.session_factory(Database.main)) as session:
-            result = api_key_service.authenticate(
-                session,
-                token.strip(),
-                settings=settings_of(request),
-                ip_address=ip,
-                user_agent=agent,
-            )
-        request.state.rate_limit = result.verdict
-        principal = result.principal
+        principal = await run_in_threadpool(_key_principal, request, token.strip())
     elif cookie := request.cookies.get(SESSION_COOKIE):
-        with unit_of_work(factory=engines.session_factory(Database.main), write=False) as session:
-            principal = web_session_service.resolve(
-                session, cookie, ip_address=ip, user_agent=agent
-            )
+        principal = await run_in_threadpool(_session_principal, request, cookie)
         if request.method not in SAFE_METHODS:
-            sent = request.headers.get(CSRF_HEADER) or ""
+            sent = request.headers.get(CSRF_HEADER) or await _form_csrf_token(request)
             if not security.same(sent, security.csrf_token(cookie)):
                 raise Forbidden(
-                    f"missing or wrong CSRF token: send the {CSRF_HEADER} header",
-                    details={"header": CSRF_HEADER},
+                    f"missing or wrong CSRF token: send the {CSRF_HEADER} header"
+                    f" (or the {CSRF_FIELD} field of a form)",
+                    details={"header": CSRF_HEADER, "field": CSRF_FIELD},
                 )
     else:
         raise Unauthorized(
@@ -99,6 +85,44 @@ def current_principal(request: Request) -> Principal:
         )
     request.state.principal = principal
     return principal
+
+
+def _key_principal(request: Request, token: str) -> Principal:
+    from tradebase.accounts.service import api_key as api_key_service
+
+    # Its own transaction: the request counts against the limit even if it then fails.
+    with unit_of_work(factory=engines_of(request).session_factory(Database.main)) as session:
+        result = api_key_service.authenticate(
+            session,
+            token,
+            settings=settings_of(request),
+            ip_address=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+    request.state.rate_limit = result.verdict
+    return result.principal
+
+
+def _session_principal(request: Request, cookie: str) -> Principal:
+    from tradebase.accounts.service import web_session as web_session_service
+
+    factory = engines_of(request).session_factory(Database.main)
+    with unit_of_work(factory=factory, write=False) as session:
+        return web_session_service.resolve(
+            session,
+            cookie,
+            ip_address=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+
+
+async def _form_csrf_token(request: Request) -> str:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return ""
+    form = await request.form()  # cached on the request: the route reads the same form
+    value = form.get(CSRF_FIELD)
+    return value if isinstance(value, str) else ""
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
