@@ -391,13 +391,9 @@ class UserService:
         credential_service.set_secret(
             credentials_session,
             user_id=user.id,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_PENDING,
+            **_totp(user, TOTP_PENDING),
             value=secret,
-            actor=principal.username,
-            actor_user_id=principal.user_id,
+            **_by(principal),
             purpose="totp enrolment",
             ip_address=principal.ip_address,
         )
@@ -410,13 +406,7 @@ class UserService:
         self, session: Session, credentials_session: Session, principal: Principal, code: str
     ) -> User:
         user = self.get(session, principal, principal.user_id)
-        info = credential_service.describe(
-            credentials_session,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_PENDING,
-        )
+        info = credential_service.describe(credentials_session, **_totp(user, TOTP_PENDING))
         if user.two_factor_enabled:
             raise TotpAlreadyEnabled("two-factor codes are already on")
         if not info.is_set:
@@ -427,34 +417,22 @@ class UserService:
             raise InvalidTotp("the two-factor code is wrong or expired")
         secret = credential_service.read_secret(
             credentials_session,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_PENDING,
-            actor=principal.username,
-            actor_user_id=principal.user_id,
+            **_totp(user, TOTP_PENDING),
+            **_by(principal),
             purpose="totp activation",
         )
         credential_service.set_secret(
             credentials_session,
             user_id=user.id,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_ACTIVE,
+            **_totp(user, TOTP_ACTIVE),
             value=secret,
-            actor=principal.username,
-            actor_user_id=principal.user_id,
+            **_by(principal),
             purpose="totp activation",
         )
         credential_service.delete_secret(
             credentials_session,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_PENDING,
-            actor=principal.username,
-            actor_user_id=principal.user_id,
+            **_totp(user, TOTP_PENDING),
+            **_by(principal),
             purpose="totp activation",
         )
         user.two_factor_enabled = True
@@ -473,12 +451,8 @@ class UserService:
             raise InvalidTotp("the two-factor code is wrong or expired")
         credential_service.delete_secret(
             credentials_session,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=TOTP_ACTIVE,
-            actor=principal.username,
-            actor_user_id=principal.user_id,
+            **_totp(user, TOTP_ACTIVE),
+            **_by(principal),
             purpose="totp disable",
         )
         user.two_factor_enabled = False
@@ -492,12 +466,8 @@ class UserService:
         """The 30-second time step *code* is valid for (this one or a neighbour), or None."""
         secret = credential_service.read_secret(
             credentials_session,
-            owner_type=CredentialOwner.user,
-            owner_id=user.id,
-            kind=CredentialKind.totp_secret,
-            name=name,
-            actor=user.username,
-            actor_user_id=user.id,
+            **_totp(user, name),
+            **_by_user(user),
             purpose=purpose,
         )
         totp = pyotp.TOTP(secret)
@@ -728,6 +698,24 @@ def _hit(
 def require_writer(principal: Principal) -> None:
     if principal.read_only:
         raise ReadOnlyRole("a viewer cannot change anything")
+
+
+def _totp(user: User, name: str) -> dict[str, Any]:
+    """Which secret: the user's two-factor secret, pending or active."""
+    return {
+        "owner_type": CredentialOwner.user,
+        "owner_id": user.id,
+        "kind": CredentialKind.totp_secret,
+        "name": name,
+    }
+
+
+def _by(principal: Principal) -> dict[str, Any]:
+    return {"actor": principal.username, "actor_user_id": principal.user_id}
+
+
+def _by_user(user: User) -> dict[str, Any]:
+    return {"actor": user.username, "actor_user_id": user.id}
 
 
 def _audit_secret(
