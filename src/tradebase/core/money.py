@@ -97,6 +97,19 @@ def check_fits(value: Decimal) -> Decimal:
     return value
 
 
+def quantize(value: Decimal) -> Decimal:
+    """Round to the columns' 18 decimal places (half to even), canonical."""
+    return canonical(value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_DIVISION))
+
+
+def pro_rata(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
+    """*total* x part / whole, rounded; the whole of it when part is the whole, so that
+    shares taken one by one until nothing is left add up to *total* exactly."""
+    if part == whole:
+        return total
+    return quantize(_DIVISION.divide(total * part, whole))
+
+
 def to_text(value: Decimal) -> str:
     """Canonical plain-notation text of a Decimal (how SQLite stores it)."""
     return format(check_fits(value), "f")
