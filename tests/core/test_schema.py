@@ -21,7 +21,7 @@ EXPECTED: dict[str, str] = {
     "api_keys": f"id user_id key_prefix key_hash name description scopes rate_limit_per_minute"
     f" is_active expires_at last_used_at total_requests {TS}",
     "trading_accounts": f"id user_id account_name broker host_url websocket_url is_primary"
-    f" is_active is_paper priority last_connected connection_status {TS}",
+    f" is_active is_paper priority last_connected connection_status fee_rate slippage_bps {TS}",
     "portfolios": f"id user_id account_id name base_currency total_value_usd cash_balance_usd"
     f" total_pnl total_pnl_percent daily_pnl sharpe_ratio max_drawdown win_rate is_paper"
     f" is_active allow_margin position_mode periods_per_year {TS}",
@@ -40,7 +40,8 @@ EXPECTED: dict[str, str] = {
     f" side quantity price value fee fee_currency pnl pnl_percent status tx_hash metadata"
     f" executed_at {TS}",
     "positions": f"id portfolio_id signal_id deal_id symbol exchange product direction quantity"
-    f" entry_price current_price unrealized_pnl unrealized_pnl_percent realized_pnl fees_paid"
+    f" entry_price current_price unrealized_pnl unrealized_pnl_percent realized_pnl cost_basis"
+    f" fees_paid"
     f" day_change day_change_percent status open_slot exit_price opened_at closed_at {TS}",
     "holdings": f"id portfolio_id symbol exchange quantity average_price current_price pnl"
     f" pnl_percent invested_value current_value {TS}",
@@ -87,6 +88,8 @@ EXPECTED: dict[str, str] = {
     "web_sessions": "id user_id token_hash ip_address user_agent created_at last_seen_at"
     " expires_at revoked_at",
     "audit_chain_head": "id last_id last_hash entries updated_at",
+    # trading engine (issue 4)
+    "cash_movements": "id portfolio_id user_id kind amount balance_after trade_id note created_at",
 }
 ARCHIVES = {"audit_log", "messages", "orders"}
 CREDENTIALS_EXPECTED: dict[str, str] = {

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from tradebase.core.errors import Conflict
+from tradebase.core.errors import Conflict, NotFound, Unprocessable
 
 
 class InvalidOrderTransition(Conflict):
     code = "invalid_order_transition"
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+
+class OrderRejected(Unprocessable):
+    """The order was refused; it is kept, with status rejected and the reason."""
+
+    code = "order_rejected"
+    commit_work = True
+
+
+class ClientOrderIdTaken(Conflict):
+    code = "client_order_id_taken"
+
+
+class UnsupportedOrder(Unprocessable):
+    code = "unsupported_order"

@@ -15,7 +15,7 @@ from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
-from tradebase.core.ddl import ck, ck_in
+from tradebase.core.ddl import BigID, ck, ck_in
 from tradebase.core.models import Base, Timestamps, created_at_column
 from tradebase.core.time import utc_now
 
@@ -67,6 +67,10 @@ class TradingAccount(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     is_paper: Mapped[bool] = mapped_column(default=True, server_default="1")  # 000 capital_demo
     priority: Mapped[int] = mapped_column(default=100, server_default="100")  # failover order
+    # The paper broker's costs: fee = fee_rate x value; slippage moves the price against
+    # the taker by slippage_bps basis points.
+    fee_rate: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
+    slippage_bps: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     last_connected: Mapped[datetime | None]
     connection_status: Mapped[str] = mapped_column(
         String(20), default=ConnectionStatus.disconnected, server_default="disconnected"
@@ -86,6 +90,8 @@ class TradingAccount(Timestamps, Base):
         ck("check_account_name_length", "{len:account_name} >= 3"),
         ck("check_broker_name", "{len:broker} >= 1"),
         ck_in("connection_status", "connection_status", list(ConnectionStatus)),
+        ck("fee_rate_range", "{num:fee_rate} >= 0 AND {num:fee_rate} < 1"),
+        ck("slippage_nonnegative", "{num:slippage_bps} >= 0"),
     )
 
 
@@ -152,6 +158,9 @@ class Position(Timestamps, Base):
     unrealized_pnl: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     unrealized_pnl_percent: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     realized_pnl: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
+    # Exact cost of the open quantity and the opening fees not yet charged to a close
+    # (entry_price is cost_basis / quantity, rounded): see portfolios/pnl.py.
+    cost_basis: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     fees_paid: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")
     day_change: Mapped[Decimal | None]
     day_change_percent: Mapped[Decimal | None]
@@ -247,4 +256,34 @@ class PortfolioSnapshot(Base):
         Index("idx_portfolio_user_time", "user_id", "timestamp"),
         Index("idx_portfolio_user_daily", "user_id", "snapshot_date"),
         Index("idx_portfolio_snapshots_portfolio_time", "portfolio_id", "timestamp"),
+    )
+
+
+class CashMovementKind(StrEnum):
+    deposit = "deposit"
+    withdrawal = "withdrawal"
+    trade = "trade"
+
+
+class CashMovement(Base):
+    """The cash ledger of a portfolio: every deposit, withdrawal and fill, signed."""
+
+    __tablename__ = "cash_movements"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    portfolio_id: Mapped[int] = mapped_column(ForeignKey("portfolios.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(12))
+    amount: Mapped[Decimal]
+    balance_after: Mapped[Decimal]
+    trade_id: Mapped[int | None] = mapped_column(ForeignKey("trades.id", ondelete="SET NULL"))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        Index("idx_cash_movements_portfolio", "portfolio_id", "created_at"),
+        Index("idx_cash_movements_user", "user_id"),
+        Index("idx_cash_movements_trade", "trade_id"),
+        ck_in("kind", "kind", list(CashMovementKind)),
+        ck("amount_nonzero", "{num:amount} <> 0"),
     )

@@ -1,0 +1,83 @@
+"""HTTP routes: place, list, read and cancel orders."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, status
+from pydantic import AwareDatetime
+
+from tradebase.accounts.schemas import MAX_ID
+from tradebase.core.auth import Principal
+from tradebase.core.http import SessionDep, require
+from tradebase.orders import schemas
+from tradebase.orders.models import OrderSide, OrderStatus
+from tradebase.orders.service import order as order_service
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+ReadOrders = Annotated[Principal, Depends(require("read:orders"))]
+WriteOrders = Annotated[Principal, Depends(require("write:orders"))]
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.OrderRead)
+def place_order(
+    body: schemas.OrderCreate, principal: WriteOrders, session: SessionDep
+) -> schemas.OrderRead:
+    """Place an order; a market order on a paper account fills at once. A refused order
+    answers 422 with the reason and is kept as rejected."""
+    order = order_service.place(session, principal, **body.model_dump())
+    return schemas.OrderRead.model_validate(order)
+
+
+@router.get("", response_model=list[schemas.OrderRead])
+def list_orders(
+    principal: ReadOrders,
+    session: SessionDep,
+    portfolio_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    symbol: Annotated[str | None, Query(max_length=50)] = None,
+    status: OrderStatus | None = None,
+    side: OrderSide | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    after_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Cursor: the last id of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[schemas.OrderRead]:
+    """Orders, newest first; pass the last id you got as ``after_id`` for the next page."""
+    orders = order_service.list(
+        session,
+        principal,
+        portfolio_id=portfolio_id,
+        symbol=symbol,
+        status=status,
+        side=side,
+        since=since,
+        until=until,
+        after_id=after_id,
+        limit=limit,
+    )
+    return [schemas.OrderRead.model_validate(o) for o in orders]
+
+
+@router.get("/{order_id}", response_model=schemas.OrderRead)
+def read_order(order_id: OrderId, principal: ReadOrders, session: SessionDep) -> schemas.OrderRead:
+    return schemas.OrderRead.model_validate(order_service.get(session, principal, order_id))
+
+
+@router.get("/{order_id}/events", response_model=list[schemas.OrderEventRead])
+def order_events(
+    order_id: OrderId, principal: ReadOrders, session: SessionDep
+) -> list[schemas.OrderEventRead]:
+    return [
+        schemas.OrderEventRead.model_validate(e)
+        for e in order_service.events(session, principal, order_id)
+    ]
+
+
+@router.delete("/{order_id}", response_model=schemas.OrderRead)
+def cancel_order(
+    order_id: OrderId, principal: WriteOrders, session: SessionDep
+) -> schemas.OrderRead:
+    return schemas.OrderRead.model_validate(order_service.cancel(session, principal, order_id))

@@ -1,0 +1,353 @@
+"""Placing, reading and cancelling orders; a market order on the paper broker fills in the
+same transaction: order, events, trade, position and cash together, or none of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tradebase.accounts.service import require_writer
+from tradebase.audit.service import audit as audit_service
+from tradebase.brokers.paper import PaperBroker
+from tradebase.core.auth import Principal, scoped
+from tradebase.core.errors import TradebaseError
+from tradebase.core.money import quantize
+from tradebase.core.time import utc_now
+from tradebase.orders.errors import (
+    ClientOrderIdTaken,
+    OrderNotFound,
+    OrderRejected,
+    UnsupportedOrder,
+)
+from tradebase.orders.models import (
+    Order,
+    OrderEvent,
+    OrderEventType,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    Trade,
+)
+from tradebase.orders.state import CANCELLABLE, check_move
+from tradebase.portfolios import pnl
+from tradebase.portfolios.models import CashMovementKind, Portfolio, Product
+from tradebase.portfolios.service import portfolio as portfolio_service
+
+
+def _event(
+    session: Session,
+    order: Order,
+    event: str,
+    to: OrderStatus,
+    *,
+    quantity: Decimal | None = None,
+    price: Decimal | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Move *order* to *to* (checked against the state table) and record the move."""
+    before = order.status
+    if event != OrderEventType.created:
+        check_move(before, to)
+    order.status = to
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            event_type=event,
+            from_status=None if event == OrderEventType.created else before,
+            to_status=to,
+            quantity=quantity,
+            price=price,
+            details=details,
+            occurred_at=at or utc_now(),
+        )
+    )
+
+
+class OrderService:
+    def place(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        portfolio_id: int,
+        symbol: str,
+        side: str,
+        quantity: Decimal,
+        order_type: str = OrderType.market,
+        exchange: str = "paper",
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        product: str = Product.NRML,
+        time_in_force: str = TimeInForce.GTC,
+        client_order_id: str | None = None,
+        tag: str | None = None,
+        signal_id: int | None = None,
+        strategy_id: int | None = None,
+    ) -> Order:
+        """Place an order. Placing a ``client_order_id`` again returns the first order.
+
+        A refused order is kept as ``rejected`` with the reason, and nothing else moves:
+        no fill, no cash, no position.
+        """
+        require_writer(principal)
+        if client_order_id is not None:
+            existing = self._by_client_id(session, principal, client_order_id)
+            if existing is not None:
+                return existing
+        portfolio = portfolio_service.get(session, principal, portfolio_id, lock=True)
+        if client_order_id is not None:  # again, under the portfolio lock
+            existing = self._by_client_id(session, principal, client_order_id)
+            if existing is not None:
+                return existing
+        if order_type != OrderType.market:
+            raise UnsupportedOrder(
+                f"{order_type} orders are not supported yet: use a market order",
+                details={"order_type": order_type},
+            )
+        order = Order(
+            user_id=portfolio.user_id,
+            account_id=portfolio.account_id,
+            portfolio_id=portfolio.id,
+            client_order_id=client_order_id,
+            symbol=symbol,
+            exchange=exchange,
+            side=side,
+            order_type=order_type,
+            product=product,
+            time_in_force=time_in_force,
+            quantity=quantity,
+            price=price,
+            trigger_price=trigger_price,
+            tag=tag,
+            signal_id=signal_id,
+            strategy_id=strategy_id,
+            status=OrderStatus.pending,
+        )
+        try:
+            with session.begin_nested():
+                session.add(order)
+                session.flush()
+        except IntegrityError:
+            existing = self._by_client_id(session, principal, client_order_id or "")
+            if existing is not None:
+                return existing
+            raise ClientOrderIdTaken(f"client_order_id {client_order_id!r} is in use") from None
+        _event(session, order, OrderEventType.created, OrderStatus.pending)
+        try:
+            with session.begin_nested():
+                self._fill_market(session, portfolio, order)
+        except TradebaseError as exc:
+            self._reject(session, principal, order, exc.message)
+            raise OrderRejected(
+                f"order rejected: {exc.message}",
+                details={
+                    "order_id": order.id,
+                    "reason": exc.message,
+                    "cause": exc.error_code,
+                    **exc.details,
+                },
+            ) from exc
+        audit_service.record(
+            session,
+            action="order.placed",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order.id,
+            ip_address=principal.ip_address,
+            details={
+                "symbol": symbol,
+                "side": side,
+                "quantity": str(quantity),
+                "status": order.status,
+            },
+        )
+        return order
+
+    def _fill_market(self, session: Session, portfolio: Portfolio, order: Order) -> None:
+        from tradebase.portfolios.models import TradingAccount
+
+        account = session.get(TradingAccount, order.account_id)
+        assert account is not None
+        broker = PaperBroker(
+            session,
+            fee_rate=account.fee_rate,
+            slippage_bps=account.slippage_bps,
+            currency=portfolio.base_currency,
+        )
+        execution = broker.execute_market(
+            symbol=order.symbol,
+            exchange=order.exchange,
+            side=order.side,
+            quantity=order.quantity,
+            price_hint=order.price,
+        )
+        now = utc_now()
+        order.placed_at = now
+        _event(session, order, OrderEventType.accepted, OrderStatus.open, at=now)
+        fill = pnl.Fill(order.side, execution.quantity, execution.price, execution.fee)
+        value = execution.quantity * execution.price
+        # Cash first: refusing it (no margin) must happen before anything else moves.
+        movement = portfolio_service.move_cash(
+            session, portfolio, fill.cash_change, CashMovementKind.trade, note=f"order {order.id}"
+        )
+        effect = portfolio_service.apply_fill(
+            session,
+            portfolio,
+            symbol=order.symbol,
+            exchange=order.exchange,
+            product=order.product,
+            fill=fill,
+            signal_id=order.signal_id,
+            at=now,
+        )
+        trade = Trade(
+            user_id=order.user_id,
+            portfolio_id=portfolio.id,
+            order_id=order.id,
+            position_id=effect.position.id,
+            symbol=order.symbol,
+            exchange=order.exchange,
+            side=order.side,
+            quantity=execution.quantity,
+            price=execution.price,
+            value=value,
+            fee=execution.fee,
+            fee_currency=execution.fee_currency,
+            pnl=effect.realized,
+            pnl_percent=quantize(effect.realized * 100 / effect.released_cost)
+            if effect.realized is not None and effect.released_cost
+            else None,
+            executed_at=now,
+        )
+        session.add(trade)
+        session.flush()
+        movement.trade_id = trade.id
+        order.filled_quantity = execution.quantity
+        order.average_fill_price = execution.price
+        order.fee = execution.fee
+        order.fee_currency = execution.fee_currency
+        order.filled_at = now
+        _event(
+            session,
+            order,
+            OrderEventType.filled,
+            OrderStatus.filled,
+            quantity=execution.quantity,
+            price=execution.price,
+            at=now,
+            details={"trade_id": trade.id, "fee": str(execution.fee)},
+        )
+        session.flush()
+
+    def _reject(self, session: Session, principal: Principal, order: Order, reason: str) -> None:
+        order.reject_reason = reason
+        _event(
+            session,
+            order,
+            OrderEventType.rejected,
+            OrderStatus.rejected,
+            details={"reason": reason},
+        )
+        session.flush()
+        audit_service.record(
+            session,
+            action="order.rejected",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order.id,
+            details={"reason": reason},
+            ip_address=principal.ip_address,
+        )
+
+    def _by_client_id(
+        self, session: Session, principal: Principal, client_order_id: str
+    ) -> Order | None:
+        order = session.scalars(
+            select(Order).where(Order.client_order_id == client_order_id)
+        ).first()
+        if order is not None and order.user_id != principal.user_id and not principal.is_admin:
+            raise ClientOrderIdTaken(f"client_order_id {client_order_id!r} is in use")
+        return order
+
+    def get(self, session: Session, principal: Principal, order_id: int) -> Order:
+        order = session.scalars(
+            scoped(select(Order), Order.user_id, principal).where(Order.id == order_id)
+        ).first()
+        if order is None:
+            raise OrderNotFound(f"no order {order_id}")
+        return order
+
+    def list(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        portfolio_id: int | None = None,
+        symbol: str | None = None,
+        status: str | None = None,
+        side: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> Sequence[Order]:
+        """Orders newest first, filtered; ``after_id`` continues from a previous page."""
+        statement = scoped(select(Order), Order.user_id, principal)
+        for column, value in (
+            (Order.portfolio_id, portfolio_id),
+            (Order.symbol, symbol),
+            (Order.status, status),
+            (Order.side, side),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        if since is not None:
+            statement = statement.where(Order.created_at >= since)
+        if until is not None:
+            statement = statement.where(Order.created_at < until)
+        if after_id is not None:
+            statement = statement.where(Order.id < after_id)
+        return session.scalars(statement.order_by(Order.id.desc()).limit(limit)).all()
+
+    def cancel(self, session: Session, principal: Principal, order_id: int) -> Order:
+        require_writer(principal)
+        order = self.get(session, principal, order_id)
+        if order.status not in CANCELLABLE:
+            check_move(order.status, OrderStatus.cancelled)  # raises, naming both statuses
+        order.cancelled_at = utc_now()
+        _event(session, order, OrderEventType.cancelled, OrderStatus.cancelled)
+        session.flush()
+        audit_service.record(
+            session,
+            action="order.cancelled",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order.id,
+            ip_address=principal.ip_address,
+        )
+        return order
+
+    def events(self, session: Session, principal: Principal, order_id: int) -> Sequence[OrderEvent]:
+        order = self.get(session, principal, order_id)
+        return session.scalars(
+            select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
+        ).all()
+
+    def trades(self, session: Session, principal: Principal, portfolio_id: int) -> Sequence[Trade]:
+        portfolio = portfolio_service.get(session, principal, portfolio_id)
+        return session.scalars(
+            select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
+        ).all()
+
+
+order = OrderService()

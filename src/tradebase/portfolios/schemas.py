@@ -1,0 +1,112 @@
+"""Request and response bodies of accounts, portfolios, positions and cash."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tradebase.accounts.schemas import Strict
+from tradebase.portfolios.models import PositionMode
+
+Money = Annotated[Decimal, Field(max_digits=38, decimal_places=18)]
+
+
+class AccountCreate(Strict):
+    account_name: str = Field(min_length=3, max_length=100)
+    broker: str = Field(default="paper", pattern=r"^paper$", description="Only paper for now.")
+    fee_rate: Money = Field(default=Decimal(0), ge=0, lt=1, description="Fee = rate x value.")
+    slippage_bps: Money = Field(default=Decimal(0), ge=0, le=10_000)
+    is_primary: bool = False
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+
+
+class AccountRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    account_name: str
+    broker: str
+    is_primary: bool
+    is_active: bool
+    is_paper: bool
+    priority: int
+    fee_rate: Decimal
+    slippage_bps: Decimal
+    connection_status: str
+    last_connected: datetime | None
+    created_at: datetime
+
+
+class PortfolioCreate(Strict):
+    account_id: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=100)
+    base_currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3,10}$")
+    position_mode: PositionMode = PositionMode.netting
+    allow_margin: bool = False
+    periods_per_year: int = Field(default=365, ge=1, le=100_000)
+
+
+class PortfolioRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    account_id: int
+    name: str
+    base_currency: str
+    cash_balance_usd: Decimal
+    total_value_usd: Decimal
+    total_pnl: Decimal
+    total_pnl_percent: Decimal
+    daily_pnl: Decimal
+    sharpe_ratio: Decimal | None
+    max_drawdown: Decimal | None
+    win_rate: Decimal | None
+    position_mode: str
+    allow_margin: bool
+    is_paper: bool
+    created_at: datetime
+
+
+class CashChange(Strict):
+    amount: Money = Field(gt=0)
+    note: str | None = Field(default=None, max_length=200)
+
+
+class CashMovementRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    portfolio_id: int
+    kind: str
+    amount: Decimal
+    balance_after: Decimal
+    trade_id: int | None
+    note: str | None
+    created_at: datetime
+
+
+class PositionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    portfolio_id: int
+    symbol: str
+    exchange: str
+    product: str
+    direction: str
+    status: str
+    quantity: Decimal
+    entry_price: Decimal
+    cost_basis: Decimal
+    current_price: Decimal | None
+    unrealized_pnl: Decimal
+    unrealized_pnl_percent: Decimal
+    realized_pnl: Decimal
+    exit_price: Decimal | None
+    opened_at: datetime
+    closed_at: datetime | None

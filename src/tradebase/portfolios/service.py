@@ -1,0 +1,341 @@
+"""Trading accounts, portfolios, their cash ledger and the positions fills move."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tradebase.accounts.service import require_writer
+from tradebase.audit.service import audit as audit_service
+from tradebase.core.auth import Principal, scoped
+from tradebase.core.errors import BadRequest
+from tradebase.core.money import quantize
+from tradebase.core.time import utc_now
+from tradebase.portfolios import pnl
+from tradebase.portfolios.errors import (
+    AccountNameTaken,
+    AccountNotFound,
+    InsufficientCash,
+    PortfolioNotFound,
+)
+from tradebase.portfolios.models import (
+    CashMovement,
+    CashMovementKind,
+    Portfolio,
+    PortfolioSnapshot,
+    Position,
+    PositionMode,
+    PositionStatus,
+    TradingAccount,
+)
+
+ZERO = Decimal(0)
+
+
+class AccountService:
+    def create(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        account_name: str,
+        broker: str = "paper",
+        fee_rate: Decimal = ZERO,
+        slippage_bps: Decimal = ZERO,
+        is_primary: bool = False,
+        priority: int = 100,
+    ) -> TradingAccount:
+        require_writer(principal)
+        account = TradingAccount(
+            user_id=principal.user_id,
+            account_name=account_name,
+            broker=broker,
+            fee_rate=fee_rate,
+            slippage_bps=slippage_bps,
+            is_primary=is_primary,
+            priority=priority,
+            is_paper=broker == "paper",
+            connection_status="connected" if broker == "paper" else "disconnected",
+        )
+        try:
+            with session.begin_nested():
+                session.add(account)
+                session.flush()
+        except IntegrityError:
+            raise AccountNameTaken(f"you already have an account named {account_name!r}") from None
+        audit_service.record(
+            session,
+            action="account.created",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="trading_account",
+            resource_id=account.id,
+            ip_address=principal.ip_address,
+        )
+        return account
+
+    def list(self, session: Session, principal: Principal) -> list[TradingAccount]:
+        statement = scoped(select(TradingAccount), TradingAccount.user_id, principal)
+        return list(session.scalars(statement.order_by(TradingAccount.id)))
+
+    def get(self, session: Session, principal: Principal, account_id: int) -> TradingAccount:
+        account = session.scalars(
+            scoped(select(TradingAccount), TradingAccount.user_id, principal).where(
+                TradingAccount.id == account_id
+            )
+        ).first()
+        if account is None:
+            raise AccountNotFound(f"no trading account {account_id}")
+        return account
+
+
+@dataclass(frozen=True)
+class FillEffect:
+    """What a fill did to a portfolio: the position row, the realized P&L and the cash."""
+
+    position: Position
+    realized: Decimal | None
+    released_cost: Decimal
+    cash_change: Decimal
+
+
+class PortfolioService:
+    def create(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        account_id: int,
+        name: str,
+        base_currency: str = "USD",
+        position_mode: str = PositionMode.netting,
+        allow_margin: bool = False,
+        periods_per_year: int = 365,
+    ) -> Portfolio:
+        require_writer(principal)
+        account = AccountService().get(session, principal, account_id)
+        portfolio = Portfolio(
+            user_id=account.user_id,
+            account_id=account.id,
+            name=name,
+            base_currency=base_currency.upper(),
+            position_mode=position_mode,
+            allow_margin=allow_margin,
+            periods_per_year=periods_per_year,
+            is_paper=account.is_paper,
+        )
+        try:
+            with session.begin_nested():
+                session.add(portfolio)
+                session.flush()
+        except IntegrityError:
+            raise AccountNameTaken(
+                f"account {account.id} already has a portfolio named {name!r}"
+            ) from None
+        return portfolio
+
+    def list(self, session: Session, principal: Principal) -> list[Portfolio]:
+        statement = scoped(select(Portfolio), Portfolio.user_id, principal)
+        return list(session.scalars(statement.order_by(Portfolio.id)))
+
+    def get(
+        self, session: Session, principal: Principal, portfolio_id: int, *, lock: bool = False
+    ) -> Portfolio:
+        """A portfolio the caller may see; ``lock`` holds its row until the transaction
+        ends (every change of cash or positions takes this lock first)."""
+        statement = scoped(select(Portfolio), Portfolio.user_id, principal).where(
+            Portfolio.id == portfolio_id
+        )
+        if lock and session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).first()
+        if portfolio is None:
+            raise PortfolioNotFound(f"no portfolio {portfolio_id}")
+        return portfolio
+
+    def move_cash(
+        self,
+        session: Session,
+        portfolio: Portfolio,
+        amount: Decimal,
+        kind: str,
+        *,
+        trade_id: int | None = None,
+        note: str | None = None,
+    ) -> CashMovement:
+        """Add *amount* (signed) to the cash and the ledger; never below zero without margin."""
+        balance = portfolio.cash_balance_usd + amount
+        if balance < 0 and not portfolio.allow_margin:
+            raise InsufficientCash(
+                f"not enough cash: needs {-amount}, has {portfolio.cash_balance_usd}",
+                details={"needed": str(-amount), "cash": str(portfolio.cash_balance_usd)},
+            )
+        portfolio.cash_balance_usd = balance
+        movement = CashMovement(
+            portfolio_id=portfolio.id,
+            user_id=portfolio.user_id,
+            kind=kind,
+            amount=amount,
+            balance_after=balance,
+            trade_id=trade_id,
+            note=note,
+        )
+        session.add(movement)
+        return movement
+
+    def deposit(
+        self,
+        session: Session,
+        principal: Principal,
+        portfolio_id: int,
+        amount: Decimal,
+        *,
+        withdraw: bool = False,
+        note: str | None = None,
+    ) -> CashMovement:
+        require_writer(principal)
+        if amount <= 0:
+            raise BadRequest("the amount must be positive", details={"field": "amount"})
+        portfolio = self.get(session, principal, portfolio_id, lock=True)
+        kind = CashMovementKind.withdrawal if withdraw else CashMovementKind.deposit
+        movement = self.move_cash(
+            session, portfolio, -amount if withdraw else amount, kind, note=note
+        )
+        session.flush()
+        audit_service.record(
+            session,
+            action=f"cash.{kind}",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="portfolio",
+            resource_id=portfolio.id,
+            details={"amount": str(amount)},
+            ip_address=principal.ip_address,
+        )
+        return movement
+
+    def positions(
+        self,
+        session: Session,
+        principal: Principal,
+        portfolio_id: int,
+        *,
+        status: str | None = "open",
+    ) -> Sequence[Position]:
+        portfolio = self.get(session, principal, portfolio_id)
+        statement = select(Position).where(Position.portfolio_id == portfolio.id)
+        if status:
+            statement = statement.where(Position.status == status)
+        return session.scalars(statement.order_by(Position.symbol, Position.id)).all()
+
+    def snapshots(
+        self, session: Session, principal: Principal, portfolio_id: int
+    ) -> Sequence[PortfolioSnapshot]:
+        portfolio = self.get(session, principal, portfolio_id)
+        return session.scalars(
+            select(PortfolioSnapshot)
+            .where(PortfolioSnapshot.portfolio_id == portfolio.id)
+            .order_by(PortfolioSnapshot.timestamp)
+        ).all()
+
+    def apply_fill(
+        self,
+        session: Session,
+        portfolio: Portfolio,
+        *,
+        symbol: str,
+        exchange: str,
+        product: str,
+        fill: pnl.Fill,
+        signal_id: int | None = None,
+        deal_id: str | None = None,
+        at: datetime | None = None,
+    ) -> FillEffect:
+        """Move the position(s) of *symbol* by *fill* (the caller holds the portfolio lock)."""
+        at = at or utc_now()
+        rows = list(
+            session.scalars(
+                select(Position).where(
+                    Position.portfolio_id == portfolio.id,
+                    Position.symbol == symbol,
+                    Position.exchange == exchange,
+                    Position.product == product,
+                    Position.status == PositionStatus.open,
+                )
+            )
+        )
+        by_direction = {row.direction: row for row in rows}
+        lots = {
+            row.direction: pnl.Lot(row.direction, row.quantity, row.cost_basis, row.fees_paid)
+            for row in rows
+        }
+        if portfolio.position_mode == PositionMode.hedging:
+            _, outcome = pnl.apply_hedging(lots, fill)
+        else:
+            outcome = pnl.apply_netting(next(iter(lots.values()), None), fill)
+        touched: Position | None = None
+        released_cost = ZERO
+        if outcome.closed is not None:
+            row = by_direction[outcome.closed.direction]
+            released_cost = outcome.before.cost - (  # type: ignore[union-attr]
+                outcome.after.cost
+                if outcome.after is not None and outcome.after.direction == row.direction
+                else ZERO
+            )
+            row.realized_pnl += outcome.closed.realized
+            row.exit_price = fill.price
+            touched = row
+            if outcome.closed.flat:
+                row.quantity = ZERO
+                row.cost_basis = ZERO
+                row.fees_paid = ZERO
+                row.status = PositionStatus.closed
+                row.closed_at = at
+                row.unrealized_pnl = ZERO
+                row.unrealized_pnl_percent = ZERO
+                session.flush()  # free the open slot before a reversal opens the other side
+        after = outcome.after
+        if after is not None:
+            existing = by_direction.get(after.direction)
+            if existing is not None and existing.status == PositionStatus.open:
+                row = existing
+            else:
+                row = Position(
+                    portfolio_id=portfolio.id,
+                    signal_id=signal_id,
+                    deal_id=deal_id,
+                    symbol=symbol,
+                    exchange=exchange,
+                    product=product,
+                    direction=after.direction,
+                    opened_at=at,
+                    status=PositionStatus.open,
+                )
+                session.add(row)
+            row.quantity = after.quantity
+            row.cost_basis = after.cost
+            row.fees_paid = after.open_fees
+            row.entry_price = after.entry_price
+            row.current_price = fill.price
+            unrealized = after.unrealized(fill.price)
+            row.unrealized_pnl = quantize(unrealized)
+            row.unrealized_pnl_percent = quantize(unrealized * 100 / after.cost)
+            touched = row
+        assert touched is not None
+        session.flush()
+        return FillEffect(
+            touched,
+            outcome.closed.realized if outcome.closed else None,
+            released_cost,
+            outcome.cash_change,
+        )
+
+
+account = AccountService()
+portfolio = PortfolioService()

@@ -1,0 +1,237 @@
+"""Market orders on the paper broker, worked out by hand, on every engine."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal as D  # noqa: N817 - the hand-worked figures read better
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tests.conftest import ScratchFactory
+from tests.factories import create_user
+from tradebase.core import migrate
+from tradebase.core.auth import Principal
+from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.marketdata.models import PriceData
+from tradebase.orders.errors import OrderRejected
+from tradebase.orders.models import Order, OrderEvent, Trade
+from tradebase.orders.service import order as order_service
+from tradebase.portfolios.models import CashMovement, Portfolio, Position
+from tradebase.portfolios.service import account as account_service
+from tradebase.portfolios.service import portfolio as portfolio_service
+
+
+def _trader(session: Session) -> Principal:
+    user = create_user(session)
+    return Principal(user_id=user.id, username=user.username, role="trader")
+
+
+def _funded_portfolio(session: Session, who: Principal, cash: str = "10000") -> Portfolio:
+    account = account_service.create(
+        session, who, account_name="paper one", fee_rate=D("0.001"), slippage_bps=D(10)
+    )
+    portfolio = portfolio_service.create(session, who, account_id=account.id, name="main")
+    portfolio_service.deposit(session, who, portfolio.id, D(cash))
+    return portfolio
+
+
+def test_a_buy_then_a_partial_sell(session: Session) -> None:
+    who = _trader(session)
+    portfolio = _funded_portfolio(session, who)
+    buy = order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="buy",
+        quantity=D(10),
+        price=D(100),
+    )
+    # Hint 100 moved 10 bps against the buyer: 100.1; value 1001; fee 0.1% = 1.001.
+    assert (buy.status, buy.filled_quantity, buy.average_fill_price, buy.fee) == (
+        "filled",
+        D(10),
+        D("100.1"),
+        D("1.001"),
+    )
+    assert portfolio.cash_balance_usd == D("8997.999")  # 10000 - 1001 - 1.001
+    position = session.scalars(select(Position).where(Position.portfolio_id == portfolio.id)).one()
+    assert (
+        position.direction,
+        position.quantity,
+        position.cost_basis,
+        position.entry_price,
+        position.fees_paid,
+    ) == ("long", D(10), D(1001), D("100.1"), D("1.001"))
+    events = session.scalars(
+        select(OrderEvent.to_status).where(OrderEvent.order_id == buy.id).order_by(OrderEvent.id)
+    ).all()
+    assert events == ["pending", "open", "filled"]
+
+    # No hint: the latest close of ACME (110) moved 10 bps against the seller: 109.89.
+    session.add(
+        PriceData(
+            symbol="ACME",
+            exchange="paper",
+            timeframe="1m",
+            timestamp=datetime(2026, 11, 22, 9, 30, tzinfo=UTC),
+            open=D(108),
+            high=D(111),
+            low=D(107),
+            close=D(110),
+            volume=D(500),
+        )
+    )
+    session.flush()
+    sell = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="sell", quantity=D(4)
+    )
+    assert sell.average_fill_price == D("109.89")
+    trade = session.scalars(select(Trade).where(Trade.order_id == sell.id)).one()
+    # value 439.56, fee 0.43956; releases 4/10 of cost (400.4) and of fees (0.4004):
+    # 439.56 - 400.4 - 0.43956 - 0.4004 = 38.32004
+    assert (trade.value, trade.fee, trade.pnl) == (D("439.56"), D("0.43956"), D("38.32004"))
+    assert portfolio.cash_balance_usd == D("9437.11944")  # 8997.999 + 439.56 - 0.43956
+    session.refresh(position)
+    assert (position.quantity, position.cost_basis, position.realized_pnl) == (
+        D(6),
+        D("600.6"),
+        D("38.32004"),
+    )
+    ledger = session.scalars(
+        select(CashMovement.amount)
+        .where(CashMovement.portfolio_id == portfolio.id)
+        .order_by(CashMovement.id)
+    ).all()
+    assert ledger == [D(10000), D("-1002.001"), D("439.12044")]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "quantity", "hint", "cause"),
+    [("NOPRICE", "1", None, "no_price"), ("ACME", "1000", "100", "insufficient_cash")],
+)
+def test_a_refused_order_moves_nothing(
+    session: Session, symbol: str, quantity: str, hint: str | None, cause: str
+) -> None:
+    who = _trader(session)
+    portfolio = _funded_portfolio(session, who)
+    with pytest.raises(OrderRejected) as info:
+        order_service.place(
+            session,
+            who,
+            portfolio_id=portfolio.id,
+            symbol=symbol,
+            side="buy",
+            quantity=D(quantity),
+            price=D(hint) if hint else None,
+        )
+    assert info.value.details["cause"] == cause
+    order = session.get(Order, info.value.details["order_id"])
+    assert order is not None and order.status == "rejected" and order.reject_reason
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Trade).where(Trade.portfolio_id == portfolio.id)
+        )
+        == 0
+    )
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Position).where(Position.portfolio_id == portfolio.id)
+        )
+        == 0
+    )
+    assert portfolio.cash_balance_usd == D(10000)
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(CashMovement)
+            .where(CashMovement.portfolio_id == portfolio.id)
+        )
+        == 1
+    )  # the deposit
+
+
+def test_a_client_order_id_places_one_order(session: Session) -> None:
+    who = _trader(session)
+    portfolio = _funded_portfolio(session, who)
+    first = order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="buy",
+        quantity=D(1),
+        price=D(50),
+        client_order_id="sig-7-acct-1-leg-0",
+    )
+    again = order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="buy",
+        quantity=D(1),
+        price=D(50),
+        client_order_id="sig-7-acct-1-leg-0",
+    )
+    assert again.id == first.id
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Trade).where(Trade.portfolio_id == portfolio.id)
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_client_order_id_replayed_from_8_threads_fills_once(
+    scratch_factory: ScratchFactory, backend: str
+) -> None:
+    scratch = scratch_factory.new(backend, "replay")
+    settings = scratch.settings().model_copy(update={"pool_size": 8})
+    for database in Database:
+        migrate.upgrade(database, settings=settings)
+    engines = Engines(settings)
+    factory = engines.session_factory(Database.main)
+    with unit_of_work(factory=factory) as session:
+        who = _trader(session)
+        portfolio_id = _funded_portfolio(session, who).id
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def replay() -> None:
+        try:
+            start.wait()
+            for _ in range(50):
+                with unit_of_work(factory=factory) as session:
+                    order_service.place(
+                        session,
+                        who,
+                        portfolio_id=portfolio_id,
+                        symbol="ACME",
+                        side="buy",
+                        quantity=D(1),
+                        price=D(50),
+                        client_order_id="once",
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replay) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with unit_of_work(factory=factory, write=False) as session:
+        orders = session.scalar(select(func.count()).select_from(Order))
+        trades = session.scalar(select(func.count()).select_from(Trade))
+        cash = session.scalar(
+            select(Portfolio.cash_balance_usd).where(Portfolio.id == portfolio_id)
+        )
+    engines.dispose()
+    assert errors == []
+    assert (orders, trades) == (1, 1)
+    assert cash == D("9949.89995")  # 10000 - 50.05 - 0.05005
