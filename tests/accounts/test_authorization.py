@@ -101,6 +101,13 @@ def test_no_user_can_reach_another_users_rows(live: LiveServer) -> None:
                 if response.status_code == 200 and isinstance(response.json(), list):
                     owners = {row.get("user_id", row.get("id")) for row in response.json()}
                     assert alice.id not in owners, path
+        # Nothing of Alice's moved: her cash, order and key are as they were.
+        from tradebase.orders.models import Order
+        from tradebase.portfolios.models import Portfolio
+
+        with unit_of_work(factory=live.engines.session_factory(Database.main), write=False) as s:
+            assert s.get(Portfolio, ids["portfolio_id"]).cash_balance_usd == Decimal(10000)  # type: ignore[union-attr]
+            assert s.get(Order, ids["order_id"]).status == "pending"  # type: ignore[union-attr]
         # And Alice still reaches her own rows where a route exists.
         assert (
             http.get(f"/api/v1/keys/{alice_key_id}", headers=bearer(alice_key)).status_code == 200
