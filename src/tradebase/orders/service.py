@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
+from tradebase.brokers.base import Execution
 from tradebase.brokers.paper import PaperBroker
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
@@ -36,7 +37,7 @@ from tradebase.orders.models import (
 )
 from tradebase.orders.state import CANCELLABLE, check_move
 from tradebase.portfolios import pnl
-from tradebase.portfolios.models import CashMovementKind, Portfolio, Product
+from tradebase.portfolios.models import CashMovementKind, Portfolio, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
 
 
@@ -111,6 +112,25 @@ class OrderService:
                 f"{order_type} orders are not supported yet: use a market order",
                 details={"order_type": order_type},
             )
+        account = session.get(TradingAccount, portfolio.account_id)
+        assert account is not None
+        broker = PaperBroker(
+            session,
+            fee_rate=account.fee_rate,
+            slippage_bps=account.slippage_bps,
+            currency=portfolio.base_currency,
+        )
+        # Decide before writing: a refused order must move nothing but its own record.
+        execution: Execution | None = None
+        refusal: TradebaseError | None = None
+        try:
+            execution = broker.execute_market(
+                symbol=symbol, exchange=exchange, side=side, quantity=quantity, price_hint=price
+            )
+            fill = pnl.Fill(side, execution.quantity, execution.price, execution.fee)
+            portfolio_service.check_cash(portfolio, fill.cash_change)
+        except TradebaseError as exc:
+            refusal = exc
         order = Order(
             user_id=portfolio.user_id,
             account_id=portfolio.account_id,
@@ -130,30 +150,33 @@ class OrderService:
             strategy_id=strategy_id,
             status=OrderStatus.pending,
         )
-        try:
-            with session.begin_nested():
-                session.add(order)
-                session.flush()
-        except IntegrityError:
-            existing = self._by_client_id(session, principal, client_order_id or "")
-            if existing is not None:
-                return existing
-            raise ClientOrderIdTaken(f"client_order_id {client_order_id!r} is in use") from None
+        if client_order_id is None:
+            session.add(order)
+            session.flush()
+        else:
+            try:
+                with session.begin_nested():  # another process may insert the same id now
+                    session.add(order)
+                    session.flush()
+            except IntegrityError:
+                existing = self._by_client_id(session, principal, client_order_id)
+                if existing is not None:
+                    return existing
+                raise ClientOrderIdTaken(f"client_order_id {client_order_id!r} is in use") from None
         _event(session, order, OrderEventType.created, OrderStatus.pending)
-        try:
-            with session.begin_nested():
-                self._fill_market(session, portfolio, order)
-        except TradebaseError as exc:
-            self._reject(session, principal, order, exc.message)
+        if refusal is not None or execution is None:
+            assert refusal is not None
+            self._reject(session, principal, order, refusal.message)
             raise OrderRejected(
-                f"order rejected: {exc.message}",
+                f"order rejected: {refusal.message}",
                 details={
                     "order_id": order.id,
-                    "reason": exc.message,
-                    "cause": exc.error_code,
-                    **exc.details,
+                    "reason": refusal.message,
+                    "cause": refusal.error_code,
+                    **refusal.details,
                 },
-            ) from exc
+            ) from refusal
+        self._fill(session, portfolio, order, execution)
         audit_service.record(
             session,
             action="order.placed",
@@ -171,33 +194,14 @@ class OrderService:
         )
         return order
 
-    def _fill_market(self, session: Session, portfolio: Portfolio, order: Order) -> None:
-        from tradebase.portfolios.models import TradingAccount
-
-        account = session.get(TradingAccount, order.account_id)
-        assert account is not None
-        broker = PaperBroker(
-            session,
-            fee_rate=account.fee_rate,
-            slippage_bps=account.slippage_bps,
-            currency=portfolio.base_currency,
-        )
-        execution = broker.execute_market(
-            symbol=order.symbol,
-            exchange=order.exchange,
-            side=order.side,
-            quantity=order.quantity,
-            price_hint=order.price,
-        )
+    def _fill(
+        self, session: Session, portfolio: Portfolio, order: Order, execution: Execution
+    ) -> None:
+        """Book an execution: events, position, trade and cash, in the caller's transaction."""
         now = utc_now()
         order.placed_at = now
         _event(session, order, OrderEventType.accepted, OrderStatus.open, at=now)
         fill = pnl.Fill(order.side, execution.quantity, execution.price, execution.fee)
-        value = execution.quantity * execution.price
-        # Cash first: refusing it (no margin) must happen before anything else moves.
-        movement = portfolio_service.move_cash(
-            session, portfolio, fill.cash_change, CashMovementKind.trade, note=f"order {order.id}"
-        )
         effect = portfolio_service.apply_fill(
             session,
             portfolio,
@@ -218,7 +222,7 @@ class OrderService:
             side=order.side,
             quantity=execution.quantity,
             price=execution.price,
-            value=value,
+            value=fill.value,
             fee=execution.fee,
             fee_currency=execution.fee_currency,
             pnl=effect.realized,
@@ -229,7 +233,14 @@ class OrderService:
         )
         session.add(trade)
         session.flush()
-        movement.trade_id = trade.id
+        portfolio_service.move_cash(
+            session,
+            portfolio,
+            fill.cash_change,
+            CashMovementKind.trade,
+            trade_id=trade.id,
+            note=f"order {order.id}",
+        )
         order.filled_quantity = execution.quantity
         order.average_fill_price = execution.price
         order.fee = execution.fee
@@ -245,7 +256,6 @@ class OrderService:
             at=now,
             details={"trade_id": trade.id, "fee": str(execution.fee)},
         )
-        session.flush()
 
     def _reject(self, session: Session, principal: Principal, order: Order, reason: str) -> None:
         order.reject_reason = reason

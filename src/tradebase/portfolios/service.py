@@ -170,12 +170,8 @@ class PortfolioService:
         note: str | None = None,
     ) -> CashMovement:
         """Add *amount* (signed) to the cash and the ledger; never below zero without margin."""
+        self.check_cash(portfolio, amount)
         balance = portfolio.cash_balance_usd + amount
-        if balance < 0 and not portfolio.allow_margin:
-            raise InsufficientCash(
-                f"not enough cash: needs {-amount}, has {portfolio.cash_balance_usd}",
-                details={"needed": str(-amount), "cash": str(portfolio.cash_balance_usd)},
-            )
         portfolio.cash_balance_usd = balance
         movement = CashMovement(
             portfolio_id=portfolio.id,
@@ -188,6 +184,14 @@ class PortfolioService:
         )
         session.add(movement)
         return movement
+
+    def check_cash(self, portfolio: Portfolio, amount: Decimal) -> None:
+        """Raise unless the cash can move by *amount* (signed)."""
+        if portfolio.cash_balance_usd + amount < 0 and not portfolio.allow_margin:
+            raise InsufficientCash(
+                f"not enough cash: needs {-amount}, has {portfolio.cash_balance_usd}",
+                details={"needed": str(-amount), "cash": str(portfolio.cash_balance_usd)},
+            )
 
     def deposit(
         self,
