@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -131,152 +131,211 @@ class OrderService:
             portfolio_service.check_cash(portfolio, fill.cash_change)
         except TradebaseError as exc:
             refusal = exc
-        order = Order(
-            user_id=portfolio.user_id,
-            account_id=portfolio.account_id,
-            portfolio_id=portfolio.id,
-            client_order_id=client_order_id,
-            symbol=symbol,
-            exchange=exchange,
-            side=side,
-            order_type=order_type,
-            product=product,
-            time_in_force=time_in_force,
-            quantity=quantity,
-            price=price,
-            trigger_price=trigger_price,
-            tag=tag,
-            signal_id=signal_id,
-            strategy_id=strategy_id,
-            status=OrderStatus.pending,
-        )
-        if client_order_id is None:
-            session.add(order)
-            session.flush()
-        else:
-            try:
-                with session.begin_nested():  # another process may insert the same id now
-                    session.add(order)
-                    session.flush()
-            except IntegrityError:
-                existing = self._by_client_id(session, principal, client_order_id)
-                if existing is not None:
-                    return existing
-                raise ClientOrderIdTaken(f"client_order_id {client_order_id!r} is in use") from None
-        _event(session, order, OrderEventType.created, OrderStatus.pending)
+        values: dict[str, Any] = {
+            "user_id": portfolio.user_id,
+            "account_id": portfolio.account_id,
+            "portfolio_id": portfolio.id,
+            "client_order_id": client_order_id,
+            "symbol": symbol,
+            "exchange": exchange,
+            "side": side,
+            "order_type": order_type,
+            "product": product,
+            "time_in_force": time_in_force,
+            "quantity": quantity,
+            "price": price,
+            "trigger_price": trigger_price,
+            "tag": tag,
+            "signal_id": signal_id,
+            "strategy_id": strategy_id,
+        }
+        now = utc_now()
+        moves: list[tuple[str, Any, Any, dict[str, Any]]]
         if refusal is not None or execution is None:
             assert refusal is not None
-            self._reject(session, principal, order, refusal.message)
+            moves = [
+                (OrderEventType.created, None, OrderStatus.pending, {}),
+                (
+                    OrderEventType.rejected,
+                    OrderStatus.pending,
+                    OrderStatus.rejected,
+                    {"reason": refusal.message},
+                ),
+            ]
+            values.update(status=OrderStatus.rejected, reject_reason=refusal.message)
+        else:
+            moves = [
+                (OrderEventType.created, None, OrderStatus.pending, {}),
+                (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
+                (OrderEventType.filled, OrderStatus.open, OrderStatus.filled, {}),
+            ]
+            values.update(
+                status=OrderStatus.filled,
+                filled_quantity=execution.quantity,
+                average_fill_price=execution.price,
+                fee=execution.fee,
+                fee_currency=execution.fee_currency,
+                placed_at=now,
+                filled_at=now,
+            )
+        for _event_type, before, after, _details in moves[1:]:
+            check_move(before, after)  # the state table, even when the moves are written at once
+        order_id = self._insert_order(session, principal, values)
+        if isinstance(order_id, Order):  # the same client_order_id won a race
+            return order_id
+        if refusal is not None:
+            self._write_events(session, order_id, moves, now)
+            rejected = session.get(Order, order_id)
+            assert rejected is not None
+            audit_service.record(
+                session,
+                action="order.rejected",
+                user_id=principal.user_id,
+                actor=principal.username,
+                resource_type="order",
+                resource_id=order_id,
+                details={"reason": refusal.message},
+                ip_address=principal.ip_address,
+            )
             raise OrderRejected(
                 f"order rejected: {refusal.message}",
                 details={
-                    "order_id": order.id,
+                    "order_id": order_id,
                     "reason": refusal.message,
                     "cause": refusal.error_code,
                     **refusal.details,
                 },
             ) from refusal
-        self._fill(session, portfolio, order, execution)
+        assert execution is not None
+        trade_id = self._book(session, portfolio, values | {"id": order_id}, execution, now)
+        moves[2] = (
+            OrderEventType.filled,
+            OrderStatus.open,
+            OrderStatus.filled,
+            {"trade_id": trade_id, "fee": str(execution.fee)},
+        )
+        self._write_events(
+            session, order_id, moves, now, quantity=execution.quantity, price=execution.price
+        )
         audit_service.record(
             session,
             action="order.placed",
             user_id=principal.user_id,
             actor=principal.username,
             resource_type="order",
-            resource_id=order.id,
+            resource_id=order_id,
             ip_address=principal.ip_address,
             details={
                 "symbol": symbol,
                 "side": side,
                 "quantity": str(quantity),
-                "status": order.status,
+                "status": OrderStatus.filled,
             },
         )
-        return order
+        placed = session.get(Order, order_id)
+        assert placed is not None
+        return placed
 
-    def _fill(
-        self, session: Session, portfolio: Portfolio, order: Order, execution: Execution
+    def _insert_order(
+        self, session: Session, principal: Principal, values: dict[str, Any]
+    ) -> int | Order:
+        statement = insert(Order).values(**values).returning(Order.id)
+        if values["client_order_id"] is None:
+            order_id = session.scalar(statement)
+        else:
+            try:
+                with session.begin_nested():  # another process may insert the same id now
+                    order_id = session.scalar(statement)
+            except IntegrityError:
+                existing = self._by_client_id(session, principal, values["client_order_id"])
+                if existing is not None:
+                    return existing
+                raise ClientOrderIdTaken(
+                    f"client_order_id {values['client_order_id']!r} is in use"
+                ) from None
+        assert order_id is not None
+        return int(order_id)
+
+    def _write_events(
+        self,
+        session: Session,
+        order_id: int,
+        moves: list[tuple[str, Any, Any, dict[str, Any]]],
+        at: datetime,
+        *,
+        quantity: Decimal | None = None,
+        price: Decimal | None = None,
     ) -> None:
-        """Book an execution: events, position, trade and cash, in the caller's transaction."""
-        now = utc_now()
-        order.placed_at = now
-        _event(session, order, OrderEventType.accepted, OrderStatus.open, at=now)
-        fill = pnl.Fill(order.side, execution.quantity, execution.price, execution.fee)
+        session.execute(
+            insert(OrderEvent),
+            [
+                {
+                    "order_id": order_id,
+                    "event_type": event,
+                    "from_status": before,
+                    "to_status": after,
+                    "quantity": quantity if after == OrderStatus.filled else None,
+                    "price": price if after == OrderStatus.filled else None,
+                    "details": details or None,
+                    "occurred_at": at,
+                }
+                for event, before, after, details in moves
+            ],
+        )
+
+    def _book(
+        self,
+        session: Session,
+        portfolio: Portfolio,
+        order: dict[str, Any],
+        execution: Execution,
+        now: datetime,
+    ) -> int:
+        """Book an execution of a new order: position, trade and cash (Core statements)."""
+        fill = pnl.Fill(order["side"], execution.quantity, execution.price, execution.fee)
         effect = portfolio_service.apply_fill(
             session,
             portfolio,
-            symbol=order.symbol,
-            exchange=order.exchange,
-            product=order.product,
+            symbol=order["symbol"],
+            exchange=order["exchange"],
+            product=order["product"],
             fill=fill,
-            signal_id=order.signal_id,
+            signal_id=order["signal_id"],
             at=now,
         )
-        trade = Trade(
-            user_id=order.user_id,
-            portfolio_id=portfolio.id,
-            order_id=order.id,
-            position_id=effect.position.id,
-            symbol=order.symbol,
-            exchange=order.exchange,
-            side=order.side,
-            quantity=execution.quantity,
-            price=execution.price,
-            value=fill.value,
-            fee=execution.fee,
-            fee_currency=execution.fee_currency,
-            pnl=effect.realized,
-            pnl_percent=quantize(effect.realized * 100 / effect.released_cost)
-            if effect.realized is not None and effect.released_cost
-            else None,
-            executed_at=now,
+        trade_id: int | None = session.scalar(
+            insert(Trade)
+            .values(
+                user_id=order["user_id"],
+                portfolio_id=portfolio.id,
+                order_id=order["id"],
+                position_id=effect.position_id,
+                symbol=order["symbol"],
+                exchange=order["exchange"],
+                side=order["side"],
+                quantity=execution.quantity,
+                price=execution.price,
+                value=fill.value,
+                fee=execution.fee,
+                fee_currency=execution.fee_currency,
+                pnl=effect.realized,
+                pnl_percent=quantize(effect.realized * 100 / effect.released_cost)
+                if effect.realized is not None and effect.released_cost
+                else None,
+                executed_at=now,
+            )
+            .returning(Trade.id)
         )
-        session.add(trade)
-        session.flush()
+        assert trade_id is not None
         portfolio_service.move_cash(
             session,
             portfolio,
             fill.cash_change,
             CashMovementKind.trade,
-            trade_id=trade.id,
-            note=f"order {order.id}",
+            trade_id=trade_id,
+            note=f"order {order['id']}",
         )
-        order.filled_quantity = execution.quantity
-        order.average_fill_price = execution.price
-        order.fee = execution.fee
-        order.fee_currency = execution.fee_currency
-        order.filled_at = now
-        _event(
-            session,
-            order,
-            OrderEventType.filled,
-            OrderStatus.filled,
-            quantity=execution.quantity,
-            price=execution.price,
-            at=now,
-            details={"trade_id": trade.id, "fee": str(execution.fee)},
-        )
-
-    def _reject(self, session: Session, principal: Principal, order: Order, reason: str) -> None:
-        order.reject_reason = reason
-        _event(
-            session,
-            order,
-            OrderEventType.rejected,
-            OrderStatus.rejected,
-            details={"reason": reason},
-        )
-        session.flush()
-        audit_service.record(
-            session,
-            action="order.rejected",
-            user_id=principal.user_id,
-            actor=principal.username,
-            resource_type="order",
-            resource_id=order.id,
-            details={"reason": reason},
-            ip_address=principal.ip_address,
-        )
+        return trade_id
 
     def _by_client_id(
         self, session: Session, principal: Principal, client_order_id: str
@@ -359,5 +418,12 @@ class OrderService:
             select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
         ).all()
 
+
+# Built once: constructing statements per order costs more than running them.
+_orders = cast(Table, Order.__table__)
+_INSERT_ORDER = insert(_orders).returning(_orders.c.id)
+_INSERT_EVENT = insert(cast(Table, OrderEvent.__table__))
+_trades = cast(Table, Trade.__table__)
+_INSERT_TRADE = insert(_trades).returning(_trades.c.id)
 
 order = OrderService()

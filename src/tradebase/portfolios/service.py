@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
@@ -99,7 +101,7 @@ class AccountService:
 class FillEffect:
     """What a fill did to a portfolio: the position row, the realized P&L and the cash."""
 
-    position: Position
+    position_id: int
     realized: Decimal | None
     released_cost: Decimal
     cash_change: Decimal
@@ -168,22 +170,30 @@ class PortfolioService:
         *,
         trade_id: int | None = None,
         note: str | None = None,
-    ) -> CashMovement:
-        """Add *amount* (signed) to the cash and the ledger; never below zero without margin."""
+    ) -> int:
+        """Add *amount* (signed) to the cash and the ledger; never below zero without margin.
+        Returns the ledger row's id. (Two Core statements: no ORM flush on the fill path.)"""
         self.check_cash(portfolio, amount)
         balance = portfolio.cash_balance_usd + amount
-        portfolio.cash_balance_usd = balance
-        movement = CashMovement(
-            portfolio_id=portfolio.id,
-            user_id=portfolio.user_id,
-            kind=kind,
-            amount=amount,
-            balance_after=balance,
-            trade_id=trade_id,
-            note=note,
+        session.execute(
+            update(Portfolio).where(Portfolio.id == portfolio.id).values(cash_balance_usd=balance)
         )
-        session.add(movement)
-        return movement
+        set_committed_value(portfolio, "cash_balance_usd", balance)
+        movement_id: int | None = session.scalar(
+            insert(CashMovement)
+            .values(
+                portfolio_id=portfolio.id,
+                user_id=portfolio.user_id,
+                kind=kind,
+                amount=amount,
+                balance_after=balance,
+                trade_id=trade_id,
+                note=note,
+            )
+            .returning(CashMovement.id)
+        )
+        assert movement_id is not None
+        return movement_id
 
     def check_cash(self, portfolio: Portfolio, amount: Decimal) -> None:
         """Raise unless the cash can move by *amount* (signed)."""
@@ -208,10 +218,11 @@ class PortfolioService:
             raise BadRequest("the amount must be positive", details={"field": "amount"})
         portfolio = self.get(session, principal, portfolio_id, lock=True)
         kind = CashMovementKind.withdrawal if withdraw else CashMovementKind.deposit
-        movement = self.move_cash(
+        movement_id = self.move_cash(
             session, portfolio, -amount if withdraw else amount, kind, note=note
         )
-        session.flush()
+        movement = session.get(CashMovement, movement_id)
+        assert movement is not None
         audit_service.record(
             session,
             action=f"cash.{kind}",
@@ -261,19 +272,18 @@ class PortfolioService:
         deal_id: str | None = None,
         at: datetime | None = None,
     ) -> FillEffect:
-        """Move the position(s) of *symbol* by *fill* (the caller holds the portfolio lock)."""
+        """Move the position(s) of *symbol* by *fill* (the caller holds the portfolio lock).
+
+        Core statements on purpose: this runs for every fill, and ORM flushes cost more
+        than the database work (bench/bench_orders.py).
+        """
         at = at or utc_now()
-        rows = list(
-            session.scalars(
-                select(Position).where(
-                    Position.portfolio_id == portfolio.id,
-                    Position.symbol == symbol,
-                    Position.exchange == exchange,
-                    Position.product == product,
-                    Position.status == PositionStatus.open,
-                )
-            )
-        )
+        t = _positions
+        connection = session.connection()
+        rows = connection.execute(
+            _OPEN_POSITIONS,
+            {"pid": portfolio.id, "symbol": symbol, "exchange": exchange, "product": product},
+        ).all()
         by_direction = {row.direction: row for row in rows}
         lots = {
             row.direction: pnl.Lot(row.direction, row.quantity, row.cost_basis, row.fees_paid)
@@ -283,62 +293,105 @@ class PortfolioService:
             _, outcome = pnl.apply_hedging(lots, fill)
         else:
             outcome = pnl.apply_netting(next(iter(lots.values()), None), fill)
-        touched: Position | None = None
+        position_id: int | None = None
         released_cost = ZERO
+        closed_direction: str | None = None
+        pending_close: dict[str, object] = {}  # a partial close, written with the update below
         if outcome.closed is not None:
             row = by_direction[outcome.closed.direction]
-            released_cost = outcome.before.cost - (  # type: ignore[union-attr]
-                outcome.after.cost
-                if outcome.after is not None and outcome.after.direction == row.direction
-                else ZERO
-            )
-            row.realized_pnl += outcome.closed.realized
-            row.exit_price = fill.price
-            touched = row
+            before = lots[row.direction]
+            after_same = outcome.after is not None and outcome.after.direction == row.direction
+            released_cost = before.cost - (outcome.after.cost if after_same else ZERO)  # type: ignore[union-attr]
+            values: dict[str, object] = {
+                "realized_pnl": row.realized_pnl + outcome.closed.realized,
+                "exit_price": fill.price,
+            }
             if outcome.closed.flat:
-                row.quantity = ZERO
-                row.cost_basis = ZERO
-                row.fees_paid = ZERO
-                row.status = PositionStatus.closed
-                row.closed_at = at
-                row.unrealized_pnl = ZERO
-                row.unrealized_pnl_percent = ZERO
-                session.flush()  # free the open slot before a reversal opens the other side
+                closed_direction = row.direction
+                values.update(
+                    quantity=ZERO,
+                    cost_basis=ZERO,
+                    fees_paid=ZERO,
+                    status=PositionStatus.closed,
+                    open_slot=None,
+                    closed_at=at,
+                    unrealized_pnl=ZERO,
+                    unrealized_pnl_percent=ZERO,
+                )
+            if not after_same:
+                connection.execute(update(t).where(t.c.id == row.id).values(**values))
+                position_id = row.id
+            else:
+                pending_close = values
         after = outcome.after
         if after is not None:
-            existing = by_direction.get(after.direction)
-            if existing is not None and existing.status == PositionStatus.open:
-                row = existing
-            else:
-                row = Position(
-                    portfolio_id=portfolio.id,
-                    signal_id=signal_id,
-                    deal_id=deal_id,
-                    symbol=symbol,
-                    exchange=exchange,
-                    product=product,
-                    direction=after.direction,
-                    opened_at=at,
-                    status=PositionStatus.open,
-                )
-                session.add(row)
-            row.quantity = after.quantity
-            row.cost_basis = after.cost
-            row.fees_paid = after.open_fees
-            row.entry_price = after.entry_price
-            row.current_price = fill.price
             unrealized = after.unrealized(fill.price)
-            row.unrealized_pnl = quantize(unrealized)
-            row.unrealized_pnl_percent = quantize(unrealized * 100 / after.cost)
-            touched = row
-        assert touched is not None
-        session.flush()
+            values = {
+                "quantity": after.quantity,
+                "cost_basis": after.cost,
+                "fees_paid": after.open_fees,
+                "entry_price": after.entry_price,
+                "current_price": fill.price,
+                "unrealized_pnl": quantize(unrealized),
+                "unrealized_pnl_percent": quantize(unrealized * 100 / after.cost),
+            }
+            existing = by_direction.get(after.direction)
+            if existing is not None and closed_direction != after.direction:
+                if outcome.closed is not None and outcome.closed.direction == after.direction:
+                    values.update(pending_close)
+                session.execute(update(t).where(t.c.id == existing.id).values(**values))
+                position_id = existing.id
+            else:
+                position_id = session.scalar(
+                    insert(t)
+                    .values(
+                        portfolio_id=portfolio.id,
+                        signal_id=signal_id,
+                        deal_id=deal_id,
+                        symbol=symbol,
+                        exchange=exchange,
+                        product=product,
+                        direction=after.direction,
+                        opened_at=at,
+                        status=PositionStatus.open,
+                        open_slot=1,
+                        **values,
+                    )
+                    .returning(t.c.id)
+                )
+        assert position_id is not None
         return FillEffect(
-            touched,
+            position_id,
             outcome.closed.realized if outcome.closed else None,
             released_cost,
             outcome.cash_change,
         )
+
+
+# Built once: constructing statements per fill costs more than running them.
+_positions = cast(Table, Position.__table__)
+_OPEN_POSITIONS = select(
+    _positions.c.id,
+    _positions.c.direction,
+    _positions.c.quantity,
+    _positions.c.cost_basis,
+    _positions.c.fees_paid,
+    _positions.c.realized_pnl,
+).where(
+    _positions.c.portfolio_id == bindparam("pid"),
+    _positions.c.symbol == bindparam("symbol"),
+    _positions.c.exchange == bindparam("exchange"),
+    _positions.c.product == bindparam("product"),
+    _positions.c.status == PositionStatus.open,
+)
+_INSERT_POSITION = insert(_positions).returning(_positions.c.id)
+_portfolios = cast(Table, Portfolio.__table__)
+_SET_CASH = (
+    update(_portfolios)
+    .where(_portfolios.c.id == bindparam("pid"))
+    .values(cash_balance_usd=bindparam("cash"), updated_at=bindparam("now"))
+)
+_INSERT_MOVEMENT = insert(cast(Table, CashMovement.__table__)).returning(CashMovement.id)
 
 
 account = AccountService()
