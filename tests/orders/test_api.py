@@ -102,3 +102,62 @@ def test_refusals_use_the_one_error_shape(live: LiveServer) -> None:
         )
         assert zero.status_code == 422
         assert_error_shape(zero.json(), 422)
+
+
+def test_bars_in_drive_resting_orders_and_need_an_admin(live: LiveServer) -> None:
+    from tests.accounts.helpers import make_key as _make_key
+    from tests.accounts.helpers import make_user as _make_user
+
+    key, pid = _setup(live)
+    _, admin_key = _make_key(live, _make_user(live, role="admin"))
+    bars = {
+        "symbol": "XYZ",
+        "bars": [
+            {
+                "timestamp": "2026-11-23T15:00:00Z",
+                "open": "10",
+                "high": "11",
+                "low": "9",
+                "close": "10.5",
+                "volume": "50",
+            }
+        ],
+    }
+    with live.client() as http:
+        placed = http.post(
+            "/api/v1/orders",
+            json={
+                "portfolio_id": pid,
+                "symbol": "XYZ",
+                "side": "buy",
+                "quantity": "2",
+                "order_type": "limit",
+                "price": "9.5",
+            },
+            headers=bearer(key),
+        )
+        assert placed.status_code == 201 and placed.json()["status"] == "open"
+        assert http.post("/api/v1/prices", json=bars, headers=bearer(key)).status_code == 403
+        posted = http.post("/api/v1/prices", json=bars, headers=bearer(admin_key))
+        assert posted.status_code == 201, posted.text
+        assert posted.json() == {"stored": 1, "duplicates": 0, "fills": 1}
+        filled = http.get(f"/api/v1/orders/{placed.json()['id']}", headers=bearer(key)).json()
+        assert (filled["status"], filled["average_fill_price"]) == ("filled", "9.5")
+        bad = http.post(
+            "/api/v1/prices",
+            json={
+                "symbol": "XYZ",
+                "bars": [
+                    {
+                        "timestamp": "2026-11-23T15:01:00Z",
+                        "open": "10",
+                        "high": "9",
+                        "low": "8",
+                        "close": "9",
+                    }
+                ],
+            },
+            headers=bearer(admin_key),
+        )
+        assert bad.status_code == 422
+        assert_error_shape(bad.json(), 422)

@@ -24,7 +24,10 @@ _ROLE_SCOPES: dict[str, frozenset[str]] = {
     UserRole.viewer: frozenset({"read:*"}),
 }
 # Scopes that only an admin's role grants, whatever a key says.
-_ADMIN_ONLY = frozenset({"admin", "read:users", "write:users", "read:audit", "write:audit"})
+# Posting prices drives every user's paper orders: an admin's (or a feeder key's) job.
+_ADMIN_ONLY = frozenset(
+    {"admin", "read:users", "write:users", "read:audit", "write:audit", "write:market"}
+)
 
 
 def role_scopes(role: str) -> frozenset[str]:

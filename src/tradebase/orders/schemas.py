@@ -34,6 +34,12 @@ class OrderCreate(Strict):
         description="Idempotency key: the same one returns the first order.",
     )
     tag: str | None = Field(default=None, max_length=100)
+    participation: Money | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Resting orders: fill at most this fraction of each bar's volume.",
+    )
 
 
 class OrderRead(BaseModel):

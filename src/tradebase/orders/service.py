@@ -26,6 +26,7 @@ from tradebase.orders.errors import (
     OrderRejected,
     UnsupportedOrder,
 )
+from tradebase.orders.matching import Bar, match
 from tradebase.orders.models import (
     Order,
     OrderEvent,
@@ -91,6 +92,7 @@ class OrderService:
         tag: str | None = None,
         signal_id: int | None = None,
         strategy_id: int | None = None,
+        participation: Decimal | None = None,
     ) -> Order:
         """Place an order. Placing a ``client_order_id`` again returns the first order.
 
@@ -107,9 +109,29 @@ class OrderService:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
                 return existing
+        if order_type in RESTING_TYPES:
+            return self._place_resting(
+                session,
+                principal,
+                portfolio,
+                client_order_id=client_order_id,
+                symbol=symbol,
+                exchange=exchange,
+                side=side,
+                quantity=quantity,
+                order_type=order_type,
+                price=price,
+                trigger_price=trigger_price,
+                product=product,
+                time_in_force=time_in_force,
+                tag=tag,
+                signal_id=signal_id,
+                strategy_id=strategy_id,
+                algo_params={"participation": str(participation)} if participation else None,
+            )
         if order_type != OrderType.market:
             raise UnsupportedOrder(
-                f"{order_type} orders are not supported yet: use a market order",
+                f"{order_type} orders are not supported yet",
                 details={"order_type": order_type},
             )
         account = session.get(TradingAccount, portfolio.account_id)
@@ -235,6 +257,203 @@ class OrderService:
         placed = session.get(Order, order_id)
         assert placed is not None
         return placed
+
+    def _place_resting(
+        self, session: Session, principal: Principal, portfolio: Portfolio, **fields: Any
+    ) -> Order:
+        """A limit or stop order rests (status open) until a price bar fills it."""
+        order_type, price, trigger = fields["order_type"], fields["price"], fields["trigger_price"]
+        if order_type in (OrderType.limit, OrderType.stop_limit) and price is None:
+            raise UnsupportedOrder(
+                f"a {order_type} order needs a price (its limit)", details={"field": "price"}
+            )
+        if order_type in (OrderType.stop_loss, OrderType.stop_limit) and trigger is None:
+            raise UnsupportedOrder(
+                f"a {order_type} order needs a trigger_price (its stop)",
+                details={"field": "trigger_price"},
+            )
+        if fields["time_in_force"] != TimeInForce.GTC:
+            raise UnsupportedOrder(
+                f"{fields['time_in_force']} is not supported yet for resting orders: use GTC",
+                details={"field": "time_in_force"},
+            )
+        now = utc_now()
+        values = {
+            **fields,
+            "user_id": portfolio.user_id,
+            "account_id": portfolio.account_id,
+            "portfolio_id": portfolio.id,
+            "status": OrderStatus.open,
+            "placed_at": now,
+        }
+        moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (OrderEventType.created, None, OrderStatus.pending, {}),
+            (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
+        ]
+        check_move(OrderStatus.pending, OrderStatus.open)
+        order_id = self._insert_order(session, principal, values)
+        if isinstance(order_id, Order):
+            return order_id
+        self._write_events(session, order_id, moves, now)
+        audit_service.record(
+            session,
+            action="order.placed",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order_id,
+            ip_address=principal.ip_address,
+            details={
+                "symbol": fields["symbol"],
+                "side": fields["side"],
+                "type": order_type,
+                "quantity": str(fields["quantity"]),
+                "status": OrderStatus.open,
+            },
+        )
+        placed = session.get(Order, order_id)
+        assert placed is not None
+        return placed
+
+    def match_bar(
+        self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
+    ) -> int:
+        """Fill the resting orders of *symbol* that *bar* reaches; return the fills made.
+
+        The bar's time *at* is the paper clock: fills, positions and cash are stamped with
+        it, so replaying the same bars gives the same book.
+        """
+        resting = session.scalars(
+            select(Order)
+            .where(
+                Order.symbol == symbol,
+                Order.exchange == exchange,
+                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+                Order.order_type.in_(list(RESTING_TYPES)),
+            )
+            .order_by(Order.id)
+        ).all()
+        fills = 0
+        for order in resting:
+            params = dict(order.algo_params or {})
+            found = match(
+                order.order_type,
+                order.side,
+                bar,
+                price=order.price,
+                trigger=order.trigger_price,
+                triggered=bool(params.get("triggered")),
+            )
+            if found is None:
+                continue
+            if found.triggered:
+                params["triggered"] = True
+                order.algo_params = params
+                self._write_events(
+                    session,
+                    order.id,
+                    [
+                        (
+                            OrderEventType.triggered,
+                            order.status,
+                            order.status,
+                            {"at": str(found.price)},
+                        )
+                    ],
+                    at,
+                )
+            if found.price is not None and self._fill_resting(session, order, found.price, bar, at):
+                fills += 1
+        session.flush()
+        return fills
+
+    def _fill_resting(
+        self, session: Session, order: Order, price: Decimal, bar: Bar, at: datetime
+    ) -> bool:
+        from tradebase.portfolios.models import Portfolio as PortfolioModel
+
+        assert order.portfolio_id is not None
+        statement = select(PortfolioModel).where(PortfolioModel.id == order.portfolio_id)
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).one()
+        account = session.get(TradingAccount, order.account_id)
+        assert account is not None
+        remaining = order.quantity - order.filled_quantity
+        cap = (order.algo_params or {}).get("participation")
+        quantity = min(remaining, quantize(bar.volume * Decimal(str(cap)))) if cap else remaining
+        if quantity <= 0:
+            return False
+        broker = PaperBroker(
+            session,
+            fee_rate=account.fee_rate,
+            slippage_bps=Decimal(0),
+            currency=portfolio.base_currency,
+        )
+        execution = Execution(
+            quantity, price, broker.fee(quantity * price), portfolio.base_currency
+        )
+        fill = pnl.Fill(order.side, quantity, price, execution.fee)
+        try:
+            portfolio_service.check_cash(portfolio, fill.cash_change)
+        except TradebaseError as exc:
+            order.cancelled_at = at
+            self._write_events(
+                session,
+                order.id,
+                [
+                    (
+                        OrderEventType.cancelled,
+                        order.status,
+                        check_move(order.status, OrderStatus.cancelled),
+                        {"reason": exc.message},
+                    )
+                ],
+                at,
+            )
+            order.status = OrderStatus.cancelled
+            order.reject_reason = exc.message
+            return False
+        order_values = {
+            "id": order.id,
+            "user_id": order.user_id,
+            "side": order.side,
+            "symbol": order.symbol,
+            "exchange": order.exchange,
+            "product": order.product,
+            "signal_id": order.signal_id,
+        }
+        trade_id = self._book(session, portfolio, order_values, execution, at)
+        filled = order.filled_quantity + quantity
+        order.average_fill_price = quantize(
+            ((order.average_fill_price or Decimal(0)) * order.filled_quantity + price * quantity)
+            / filled
+        )
+        order.filled_quantity = filled
+        order.fee = order.fee + execution.fee
+        order.fee_currency = execution.fee_currency
+        target = OrderStatus.filled if filled == order.quantity else OrderStatus.partially_filled
+        self._write_events(
+            session,
+            order.id,
+            [
+                (
+                    OrderEventType.filled
+                    if target == OrderStatus.filled
+                    else OrderEventType.partially_filled,
+                    order.status,
+                    check_move(order.status, target),
+                    {"trade_id": trade_id, "fee": str(execution.fee)},
+                )
+            ],
+            at,
+            quantity=quantity,
+            price=price,
+        )
+        order.status = target
+        if target == OrderStatus.filled:
+            order.filled_at = at
+        return True
 
     def _insert_order(
         self, session: Session, principal: Principal, values: dict[str, Any]
@@ -418,6 +637,9 @@ class OrderService:
             select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
         ).all()
 
+
+RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})
+_FILLED = frozenset({OrderStatus.filled, OrderStatus.partially_filled})
 
 # Built once: constructing statements per order costs more than running them.
 _orders = cast(Table, Order.__table__)
