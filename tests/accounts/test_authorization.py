@@ -60,6 +60,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/portfolios/{portfolio_id}/deposits"): {"amount": "1"},
     ("POST", "/api/v1/portfolios/{portfolio_id}/withdrawals"): {"amount": "1"},
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "viewer"},
+    ("PATCH", "/api/v1/orders/{order_id}"): {"price": "1"},
 }
 
 

@@ -132,3 +132,39 @@ def test_a_resting_buy_without_the_cash_is_cancelled_with_the_reason(session: Se
     assert big.status == "cancelled" and "not enough cash" in (big.reject_reason or "")
     session.refresh(portfolio)
     assert portfolio.cash_balance_usd == D(10000)
+
+
+def test_amending_a_resting_order(session: Session) -> None:
+    import pytest
+
+    from tradebase.orders.errors import AmendRefused
+
+    who, portfolio = _setup(session)
+    resting = order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="buy",
+        quantity=D(5),
+        order_type="limit",
+        price=D(90),
+    )
+    order_service.amend(session, who, resting.id, price=D(95), quantity=D(6))
+    assert (resting.price, resting.quantity) == (D(95), D(6))
+    # The amended limit fills where the old one would not have: low 94 reaches 95.
+    assert _post(session, _bar(20, "96", "97", "94", "96", "100")) == 1
+    session.refresh(resting)
+    assert (resting.status, resting.average_fill_price, resting.filled_quantity) == (
+        "filled",
+        D(95),
+        D(6),
+    )
+    events = session.scalars(
+        select(OrderEvent.event_type)
+        .where(OrderEvent.order_id == resting.id)
+        .order_by(OrderEvent.id)
+    ).all()
+    assert events == ["created", "accepted", "amended", "filled"]
+    with pytest.raises(AmendRefused):
+        order_service.amend(session, who, resting.id, price=D(96))  # filled: nothing to amend

@@ -26,3 +26,7 @@ class ClientOrderIdTaken(Conflict):
 
 class UnsupportedOrder(Unprocessable):
     code = "unsupported_order"
+
+
+class AmendRefused(Unprocessable):
+    code = "amend_refused"

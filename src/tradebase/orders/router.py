@@ -76,6 +76,15 @@ def order_events(
     ]
 
 
+@router.patch("/{order_id}", response_model=schemas.OrderRead)
+def amend_order(
+    order_id: OrderId, body: schemas.OrderAmend, principal: WriteOrders, session: SessionDep
+) -> schemas.OrderRead:
+    """Change the price, stop or quantity of a resting order."""
+    order = order_service.amend(session, principal, order_id, **body.model_dump())
+    return schemas.OrderRead.model_validate(order)
+
+
 @router.delete("/{order_id}", response_model=schemas.OrderRead)
 def cancel_order(
     order_id: OrderId, principal: WriteOrders, session: SessionDep

@@ -42,6 +42,12 @@ class OrderCreate(Strict):
     )
 
 
+class OrderAmend(Strict):
+    price: Money | None = Field(default=None, gt=0)
+    trigger_price: Money | None = Field(default=None, gt=0)
+    quantity: Money | None = Field(default=None, gt=0)
+
+
 class OrderRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -21,6 +21,7 @@ from tradebase.core.errors import TradebaseError
 from tradebase.core.money import quantize
 from tradebase.core.time import utc_now
 from tradebase.orders.errors import (
+    AmendRefused,
     ClientOrderIdTaken,
     OrderNotFound,
     OrderRejected,
@@ -36,7 +37,7 @@ from tradebase.orders.models import (
     TimeInForce,
     Trade,
 )
-from tradebase.orders.state import CANCELLABLE, check_move
+from tradebase.orders.state import CANCELLABLE, RESTING, check_move
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import CashMovementKind, Portfolio, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
@@ -623,6 +624,69 @@ class OrderService:
             resource_id=order.id,
             ip_address=principal.ip_address,
         )
+        return order
+
+    def amend(
+        self,
+        session: Session,
+        principal: Principal,
+        order_id: int,
+        *,
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        quantity: Decimal | None = None,
+    ) -> Order:
+        """Change the price, stop or quantity of a resting order (not below what is filled)."""
+        require_writer(principal)
+        order = self.get(session, principal, order_id)
+        if order.order_type not in RESTING_TYPES or order.status not in RESTING:
+            raise AmendRefused(
+                f"only a resting limit or stop order can be amended; this one is"
+                f" {order.order_type}, {order.status}",
+                details={"status": order.status, "order_type": order.order_type},
+            )
+        if quantity is not None and quantity <= order.filled_quantity:
+            raise AmendRefused(
+                f"the quantity must stay above what is filled ({order.filled_quantity})",
+                details={"field": "quantity", "filled": str(order.filled_quantity)},
+            )
+        if price is not None and order.order_type == OrderType.stop_loss:
+            raise AmendRefused(
+                "a stop_loss order has no limit price: amend trigger_price",
+                details={"field": "price"},
+            )
+        if trigger_price is not None and order.order_type == OrderType.limit:
+            raise AmendRefused(
+                "a limit order has no trigger_price: amend price",
+                details={"field": "trigger_price"},
+            )
+        changes: dict[str, Any] = {}
+        for name, value in (
+            ("price", price),
+            ("trigger_price", trigger_price),
+            ("quantity", quantity),
+        ):
+            if value is not None and value != getattr(order, name):
+                changes[name] = {"from": str(getattr(order, name)), "to": str(value)}
+                setattr(order, name, value)
+        if changes:
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.amended, order.status, order.status, changes)],
+                utc_now(),
+            )
+            session.flush()
+            audit_service.record(
+                session,
+                action="order.amended",
+                user_id=principal.user_id,
+                actor=principal.username,
+                resource_type="order",
+                resource_id=order.id,
+                details=changes,
+                ip_address=principal.ip_address,
+            )
         return order
 
     def events(self, session: Session, principal: Principal, order_id: int) -> Sequence[OrderEvent]:
