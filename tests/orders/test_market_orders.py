@@ -235,3 +235,73 @@ def test_a_client_order_id_replayed_from_8_threads_fills_once(
     assert errors == []
     assert (orders, trades) == (1, 1)
     assert cash == D("9949.89995")  # 10000 - 50.05 - 0.05005
+
+
+REPLAY_SCRIPT = """
+import sys, threading
+from decimal import Decimal
+from tradebase.config import Settings
+from tradebase.core.auth import Principal
+from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.orders.service import order as order_service
+
+url, user_id, username, portfolio_id = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+engines = Engines(Settings(database_url=url, pool_size=4))
+factory = engines.session_factory(Database.main)
+who = Principal(user_id=user_id, username=username, role="trader")
+errors = []
+
+def replay():
+    try:
+        for _ in range(50):
+            with unit_of_work(factory=factory) as session:
+                order_service.place(session, who, portfolio_id=portfolio_id, symbol="ACME",
+                                    side="buy", quantity=Decimal(1), price=Decimal(50),
+                                    client_order_id="across-processes")
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=replay) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("errors:", errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_a_client_order_id_replayed_from_two_processes_fills_once(
+    scratch_factory: ScratchFactory,
+) -> None:
+    import subprocess
+    import sys
+
+    scratch = scratch_factory.new("postgresql", "procs")
+    settings = scratch.settings()
+    for database in Database:
+        migrate.upgrade(database, settings=settings)
+    engines = Engines(settings)
+    factory = engines.session_factory(Database.main)
+    with unit_of_work(factory=factory) as session:
+        who = _trader(session)
+        portfolio_id = _funded_portfolio(session, who).id
+    url = scratch.main_url.render_as_string(hide_password=False)
+    args = [
+        sys.executable,
+        "-c",
+        REPLAY_SCRIPT,
+        url,
+        str(who.user_id),
+        who.username,
+        str(portfolio_id),
+    ]
+    processes = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    with unit_of_work(factory=factory, write=False) as session:
+        orders = session.scalar(select(func.count()).select_from(Order))
+        trades = session.scalar(select(func.count()).select_from(Trade))
+    engines.dispose()
+    assert (orders, trades) == (1, 1)
