@@ -14,6 +14,7 @@ from tradebase.marketdata.models import PriceData
 from tradebase.marketdata.schemas import BarIn
 from tradebase.orders.matching import Bar
 from tradebase.orders.service import order as order_service
+from tradebase.portfolios.valuation import mark
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class PriceService:
                 bar=Bar(bar.open, bar.high, bar.low, bar.close, bar.volume),
                 at=bar.timestamp,
             )
+        if fresh:  # open positions follow the latest price
+            mark(session, symbol=symbol, exchange=exchange, price=fresh[-1].close)
         return Ingested(len(fresh), len(bars) - len(fresh), fills)
 
 

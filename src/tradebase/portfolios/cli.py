@@ -27,3 +27,28 @@ def reconcile_command(
         f"{len(report.differences)} difference(s) in {report.portfolios} portfolio(s)", err=True
     )
     raise typer.Exit(1)
+
+
+def snapshot_command(
+    portfolio: Annotated[int | None, typer.Option(help="Only this portfolio id.")] = None,
+) -> None:
+    """Record every portfolio's value now and refresh its P&L and metrics (a daily job)."""
+    from sqlalchemy import select
+
+    from tradebase.accounts.cli import CLI
+    from tradebase.portfolios.models import Portfolio
+    from tradebase.portfolios.service import portfolio as portfolio_service
+
+    with unit_of_work() as session:
+        statement = select(Portfolio.id).order_by(Portfolio.id)
+        if portfolio is not None:
+            statement = statement.where(Portfolio.id == portfolio)
+        ids = list(session.scalars(statement))
+        for portfolio_id in ids:
+            row = portfolio_service.take_snapshot(session, CLI, portfolio_id)
+            typer.echo(
+                f"portfolio {portfolio_id}: value {row.total_value_usd}"
+                f" (cash {row.cash_balance_usd})"
+            )
+    if not ids:
+        typer.echo("no portfolios")

@@ -136,3 +136,31 @@ def list_trades(
     return [
         TradeRead.model_validate(t) for t in order_service.trades(session, principal, portfolio_id)
     ]
+
+
+@router.post(
+    "/portfolios/{portfolio_id}/snapshots",
+    tags=["portfolios"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.SnapshotRead,
+)
+def take_snapshot(
+    portfolio_id: PortfolioId, principal: WritePortfolio, session: SessionDep
+) -> schemas.SnapshotRead:
+    """Record the portfolio's value now and refresh its P&L, Sharpe, drawdown and win rate."""
+    return schemas.SnapshotRead.model_validate(
+        portfolio_service.take_snapshot(session, principal, portfolio_id)
+    )
+
+
+@router.get(
+    "/portfolios/{portfolio_id}/snapshots",
+    tags=["portfolios"],
+    response_model=list[schemas.SnapshotRead],
+)
+def list_snapshots(
+    portfolio_id: PortfolioId, principal: ReadPortfolio, session: SessionDep
+) -> list[schemas.SnapshotRead]:
+    """The equity curve."""
+    rows = portfolio_service.snapshots(session, principal, portfolio_id)
+    return [schemas.SnapshotRead.model_validate(r) for r in rows]

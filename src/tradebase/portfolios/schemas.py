@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,3 +110,17 @@ class PositionRead(BaseModel):
     exit_price: Decimal | None
     opened_at: datetime
     closed_at: datetime | None
+
+
+class SnapshotRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    portfolio_id: int
+    timestamp: datetime
+    total_value_usd: Decimal
+    cash_balance_usd: Decimal
+    holdings: dict[str, Any]
+    pnl_24h: Decimal | None
+    pnl_7d: Decimal | None
+    pnl_30d: Decimal | None

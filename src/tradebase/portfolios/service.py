@@ -259,6 +259,16 @@ class PortfolioService:
             .order_by(PortfolioSnapshot.timestamp)
         ).all()
 
+    def take_snapshot(
+        self, session: Session, principal: Principal, portfolio_id: int, at: datetime | None = None
+    ) -> PortfolioSnapshot:
+        """Record the portfolio's value now (or at *at*) and refresh its P&L and metrics."""
+        from tradebase.portfolios.valuation import snapshot
+
+        require_writer(principal)
+        portfolio = self.get(session, principal, portfolio_id, lock=True)
+        return snapshot(session, portfolio, at or utc_now())
+
     def apply_fill(
         self,
         session: Session,
