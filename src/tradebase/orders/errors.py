@@ -30,3 +30,7 @@ class UnsupportedOrder(Unprocessable):
 
 class AmendRefused(Unprocessable):
     code = "amend_refused"
+
+
+class MarketClosed(Unprocessable):
+    code = "market_closed"

@@ -16,6 +16,7 @@ from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.base import Execution
 from tradebase.brokers.paper import PaperBroker
+from tradebase.calendars.service import is_open
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.money import quantize
@@ -23,6 +24,7 @@ from tradebase.core.time import utc_now
 from tradebase.orders.errors import (
     AmendRefused,
     ClientOrderIdTaken,
+    MarketClosed,
     OrderNotFound,
     OrderRejected,
     UnsupportedOrder,
@@ -147,6 +149,12 @@ class OrderService:
         execution: Execution | None = None
         refusal: TradebaseError | None = None
         try:
+            market = is_open(session, exchange, utc_now())
+            if not market.open:
+                raise MarketClosed(
+                    f"{market.reason}; market orders wait for the open",
+                    details={"exchange": exchange},
+                )
             execution = broker.execute_market(
                 symbol=symbol, exchange=exchange, side=side, quantity=quantity, price_hint=price
             )
