@@ -305,3 +305,55 @@ def test_a_client_order_id_replayed_from_two_processes_fills_once(
         trades = session.scalar(select(func.count()).select_from(Trade))
     engines.dispose()
     assert (orders, trades) == (1, 1)
+
+
+def test_a_reversal_through_zero_closes_one_row_and_opens_another(session: Session) -> None:
+    who = _trader(session)
+    account = account_service.create(session, who, account_name="reversals", fee_rate=D("0.001"))
+    portfolio = portfolio_service.create(session, who, account_id=account.id, name="main")
+    portfolio_service.deposit(session, who, portfolio.id, D(10000))
+    order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="buy",
+        quantity=D(10),
+        price=D(100),
+    )  # cost 1000, fee 1
+    sell = order_service.place(
+        session,
+        who,
+        portfolio_id=portfolio.id,
+        symbol="ACME",
+        side="sell",
+        quantity=D(15),
+        price=D(110),
+    )
+    # value 1650, fee 1.65 split 10:5 -> 1.1 closes, 0.55 opens the short.
+    # close: 1100 - 1000 - 1.1 - 1 = 97.9
+    trade = session.scalars(select(Trade).where(Trade.order_id == sell.id)).one()
+    assert (trade.fee, trade.pnl) == (D("1.65"), D("97.9"))
+    rows = session.scalars(
+        select(Position).where(Position.portfolio_id == portfolio.id).order_by(Position.id)
+    ).all()
+    for row in rows:
+        session.refresh(row)
+    closed, short = rows
+    assert (
+        closed.direction,
+        closed.status,
+        closed.quantity,
+        closed.realized_pnl,
+        closed.exit_price,
+    ) == ("long", "closed", D(0), D("97.9"), D(110))
+    assert (short.direction, short.status, short.quantity, short.cost_basis, short.fees_paid) == (
+        "short",
+        "open",
+        D(5),
+        D(550),
+        D("0.55"),
+    )
+    assert trade.position_id == short.id
+    session.refresh(portfolio)
+    assert portfolio.cash_balance_usd == D("10647.35")  # 10000 - 1001 + 1650 - 1.65
