@@ -10,6 +10,7 @@ cash update and its ledger row, and the audit entry, in one transaction.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sqlite3
 import statistics
 import tempfile
@@ -69,7 +70,7 @@ def service_way(engines: Engines, who: Principal, portfolio_id: int) -> Callable
 
 
 def raw_sqlite_way(
-    path: Path, user_id: int, account_id: int, portfolio_id: int
+    path: Path, user_id: int, account_id: int, portfolio_id: int, *, with_audit: bool = False
 ) -> Callable[[int], None]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -129,6 +130,33 @@ def raw_sqlite_way(
                 " trade_id, created_at) VALUES (?,?,'trade','-100.1',?,?,?)",
                 (portfolio_id, user_id, str(10**12 - i), cur.lastrowid, now),
             )
+            if with_audit:  # the same audit append: lock the head, insert, hash, move the head
+                conn.execute("UPDATE audit_chain_head SET updated_at = ? WHERE id = 1", (now,))
+                _last_id, last_hash = conn.execute(
+                    "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1"
+                ).fetchone()
+                cur = conn.execute(
+                    "INSERT INTO audit_log (timestamp, user_id, actor_user_id, actor, action,"
+                    " resource_type, resource_id, details, prev_hash)"
+                    " VALUES (?,?,?,'bench','order.placed','order',?,?,?)",
+                    (
+                        now,
+                        user_id,
+                        user_id,
+                        str(order_id),
+                        '{"status":"filled"}',
+                        last_hash or "0" * 64,
+                    ),
+                )
+                digest = hashlib.sha256(f"{cur.lastrowid}{now}{last_hash}".encode()).hexdigest()
+                conn.execute(
+                    "UPDATE audit_log SET row_hash = ? WHERE id = ?", (digest, cur.lastrowid)
+                )
+                conn.execute(
+                    "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + 1"
+                    " WHERE id = 1",
+                    (cur.lastrowid, digest),
+                )
             conn.execute("COMMIT")
 
     return run
@@ -157,15 +185,18 @@ def main() -> None:
             "raw sqlite3": raw_sqlite_way(
                 folder / "tradebase.db", user_id, account_id, portfolio_id
             ),
+            "raw + audit": raw_sqlite_way(
+                folder / "tradebase.db", user_id, account_id, portfolio_id, with_audit=True
+            ),
             "service": service_way(engines, who, portfolio_id),
         },
         args.orders,
         args.rounds,
     )
-    base = rates["raw sqlite3"]
+    base = rates["raw + audit"]
     print("\nSQLite: market orders placed and filled per second")
     for name, rate in rates.items():
-        print(f"  {name:12} {rate:8,.0f}/s  {rate / base:5.2f} of raw")
+        print(f"  {name:12} {rate:8,.0f}/s  {rate / base:5.2f} of raw + audit")
     engines.dispose()
 
 
