@@ -34,6 +34,13 @@ class OrderCreate(Strict):
         description="Idempotency key: the same one returns the first order.",
     )
     tag: str | None = Field(default=None, max_length=100)
+    slices: int | None = Field(default=None, ge=1, le=1000, description="twap/vwap: children.")
+    duration_seconds: int | None = Field(
+        default=None, ge=1, le=30 * 86400, description="twap/vwap: over how long."
+    )
+    lookback_days: int | None = Field(
+        default=None, ge=1, le=365, description="vwap: days of volume profile (default 5)."
+    )
     participation: Money | None = Field(
         default=None,
         gt=0,

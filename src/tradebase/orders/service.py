@@ -4,7 +4,7 @@ same transaction: order, events, trade, position and cash together, or none of t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.money import quantize
 from tradebase.core.time import utc_now
+from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
     AmendRefused,
     ClientOrderIdTaken,
@@ -96,6 +97,9 @@ class OrderService:
         signal_id: int | None = None,
         strategy_id: int | None = None,
         participation: Decimal | None = None,
+        slices: int | None = None,
+        duration_seconds: int | None = None,
+        lookback_days: int | None = None,
     ) -> Order:
         """Place an order. Placing a ``client_order_id`` again returns the first order.
 
@@ -131,6 +135,34 @@ class OrderService:
                 signal_id=signal_id,
                 strategy_id=strategy_id,
                 algo_params={"participation": str(participation)} if participation else None,
+            )
+        if order_type in ALGO_TYPES:
+            if not slices or not duration_seconds:
+                raise UnsupportedOrder(
+                    f"a {order_type} order needs slices (children) and duration_seconds",
+                    details={"fields": ["slices", "duration_seconds"]},
+                )
+            params: dict[str, Any] = {"slices": slices, "duration": duration_seconds, "released": 0}
+            if order_type == OrderType.vwap:
+                params["lookback_days"] = lookback_days or 5
+            return self._place_resting(
+                session,
+                principal,
+                portfolio,
+                client_order_id=client_order_id,
+                symbol=symbol,
+                exchange=exchange,
+                side=side,
+                quantity=quantity,
+                order_type=order_type,
+                price=None,
+                trigger_price=None,
+                product=product,
+                time_in_force=TimeInForce.GTC,
+                tag=tag,
+                signal_id=signal_id,
+                strategy_id=strategy_id,
+                algo_params=params,
             )
         if order_type != OrderType.market:
             raise UnsupportedOrder(
@@ -342,7 +374,7 @@ class OrderService:
             )
             .order_by(Order.id)
         ).all()
-        fills = 0
+        fills = self._release_children(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
         for order in resting:
             params = dict(order.algo_params or {})
             found = match(
@@ -375,6 +407,205 @@ class OrderService:
                 fills += 1
         session.flush()
         return fills
+
+    def _release_children(
+        self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
+    ) -> int:
+        """twap/vwap parents: release the children that are due by *at* as market orders
+        filled at the bar's close. The first bar after placement starts the schedule: child
+        i is due at start + i x duration / slices."""
+        parents = session.scalars(
+            select(Order)
+            .where(
+                Order.symbol == symbol,
+                Order.exchange == exchange,
+                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+                Order.order_type.in_(list(ALGO_TYPES)),
+            )
+            .order_by(Order.id)
+        ).all()
+        fills = 0
+        for parent in parents:
+            params = dict(parent.algo_params or {})
+            if "start" not in params:
+                params["start"] = at.isoformat()
+                params["plan"] = [str(q) for q in self._plan(session, parent, params, at)]
+            start = datetime.fromisoformat(params["start"])
+            step = timedelta(seconds=int(params["duration"]) / int(params["slices"]))
+            while params["released"] < int(params["slices"]):
+                index = int(params["released"])
+                if start + step * index > at:
+                    break
+                quantity = Decimal(params["plan"][index])
+                params["released"] = index + 1
+                if quantity > 0:
+                    if not self._fill_child(session, parent, index, quantity, bar.close, at):
+                        break
+                    fills += 1
+            parent.algo_params = params
+        return fills
+
+    def _plan(
+        self, session: Session, parent: Order, params: dict[str, Any], start: datetime
+    ) -> list[Decimal]:
+        """Child quantities: equal for twap; for vwap in proportion to the average volume of
+        each child's time of day over the last lookback_days of bars. The last child takes
+        the exact remainder, so the children add up to the parent."""
+        slices = int(params["slices"])
+        weights = [Decimal(1)] * slices
+        if parent.order_type == OrderType.vwap:
+            step = timedelta(seconds=int(params["duration"]) / slices)
+            since = start - timedelta(days=int(params["lookback_days"]))
+            history = session.execute(
+                select(PriceData.timestamp, PriceData.volume).where(
+                    PriceData.symbol == parent.symbol,
+                    PriceData.exchange == parent.exchange,
+                    PriceData.timestamp >= since,
+                    PriceData.timestamp < start,
+                )
+            ).all()
+            by_slot: dict[tuple[int, int], list[Decimal]] = {}
+            for moment, volume in history:
+                by_slot.setdefault((moment.hour, moment.minute), []).append(volume)
+            profile = []
+            for i in range(slices):
+                due = start + step * i
+                volumes = by_slot.get((due.hour, due.minute), [])
+                profile.append(sum(volumes, Decimal(0)) / len(volumes) if volumes else Decimal(0))
+            if sum(profile) > 0:
+                weights = profile
+        total = sum(weights, Decimal(0))
+        plan = [quantize(parent.quantity * w / total) for w in weights[:-1]]
+        plan.append(parent.quantity - sum(plan, Decimal(0)))
+        return plan
+
+    def _fill_child(
+        self,
+        session: Session,
+        parent: Order,
+        index: int,
+        quantity: Decimal,
+        reference: Decimal,
+        at: datetime,
+    ) -> bool:
+        """Fill one child of an algo parent as a market order; False if the cash is not
+        there (the parent is then cancelled with the reason)."""
+        from tradebase.portfolios.models import Portfolio as PortfolioModel
+
+        assert parent.portfolio_id is not None
+        statement = select(PortfolioModel).where(PortfolioModel.id == parent.portfolio_id)
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).one()
+        account = session.get(TradingAccount, parent.account_id)
+        assert account is not None
+        broker = PaperBroker(
+            session,
+            fee_rate=account.fee_rate,
+            slippage_bps=account.slippage_bps,
+            currency=portfolio.base_currency,
+        )
+        price = broker.fill_price(reference, parent.side)
+        execution = Execution(
+            quantity, price, broker.fee(quantity * price), portfolio.base_currency
+        )
+        try:
+            portfolio_service.check_cash(
+                portfolio, pnl.Fill(parent.side, quantity, price, execution.fee).cash_change
+            )
+        except TradebaseError as exc:
+            parent.cancelled_at = at
+            self._write_events(
+                session,
+                parent.id,
+                [
+                    (
+                        OrderEventType.cancelled,
+                        parent.status,
+                        check_move(parent.status, OrderStatus.cancelled),
+                        {"reason": exc.message},
+                    )
+                ],
+                at,
+            )
+            parent.status = OrderStatus.cancelled
+            parent.reject_reason = exc.message
+            return False
+        child_values: dict[str, Any] = {
+            "user_id": parent.user_id,
+            "account_id": parent.account_id,
+            "portfolio_id": parent.portfolio_id,
+            "parent_order_id": parent.id,
+            "client_order_id": f"{parent.client_order_id}-{index}"
+            if parent.client_order_id
+            else None,
+            "symbol": parent.symbol,
+            "exchange": parent.exchange,
+            "side": parent.side,
+            "order_type": OrderType.market,
+            "product": parent.product,
+            "time_in_force": TimeInForce.GTC,
+            "quantity": quantity,
+            "status": OrderStatus.filled,
+            "filled_quantity": quantity,
+            "average_fill_price": price,
+            "fee": execution.fee,
+            "fee_currency": execution.fee_currency,
+            "placed_at": at,
+            "filled_at": at,
+            "signal_id": parent.signal_id,
+            "strategy_id": parent.strategy_id,
+            "tag": f"{parent.order_type} child {index + 1}",
+        }
+        child_id = session.connection().execute(_INSERT_ORDER, child_values).scalar()
+        assert child_id is not None
+        trade_id = self._book(session, portfolio, child_values | {"id": child_id}, execution, at)
+        self._write_events(
+            session,
+            child_id,
+            [
+                (OrderEventType.created, None, OrderStatus.pending, {}),
+                (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
+                (
+                    OrderEventType.filled,
+                    OrderStatus.open,
+                    OrderStatus.filled,
+                    {"trade_id": trade_id, "parent_order_id": parent.id},
+                ),
+            ],
+            at,
+            quantity=quantity,
+            price=price,
+        )
+        filled = parent.filled_quantity + quantity
+        parent.average_fill_price = quantize(
+            ((parent.average_fill_price or Decimal(0)) * parent.filled_quantity + price * quantity)
+            / filled
+        )
+        parent.filled_quantity = filled
+        parent.fee = parent.fee + execution.fee
+        target = OrderStatus.filled if filled == parent.quantity else OrderStatus.partially_filled
+        self._write_events(
+            session,
+            parent.id,
+            [
+                (
+                    OrderEventType.filled
+                    if target == OrderStatus.filled
+                    else OrderEventType.partially_filled,
+                    parent.status,
+                    check_move(parent.status, target),
+                    {"child_order_id": child_id, "trade_id": trade_id},
+                )
+            ],
+            at,
+            quantity=quantity,
+            price=price,
+        )
+        parent.status = target
+        if target == OrderStatus.filled:
+            parent.filled_at = at
+        return True
 
     def _fill_resting(
         self, session: Session, order: Order, price: Decimal, bar: Bar, at: datetime
@@ -711,6 +942,7 @@ class OrderService:
 
 
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})
+ALGO_TYPES = frozenset({OrderType.twap, OrderType.vwap})
 _FILLED = frozenset({OrderStatus.filled, OrderStatus.partially_filled})
 
 # Built once: constructing statements per order costs more than running them.
