@@ -490,15 +490,7 @@ class OrderService:
     ) -> bool:
         """Fill one child of an algo parent as a market order; False if the cash is not
         there (the parent is then cancelled with the reason)."""
-        from tradebase.portfolios.models import Portfolio as PortfolioModel
-
-        assert parent.portfolio_id is not None
-        statement = select(PortfolioModel).where(PortfolioModel.id == parent.portfolio_id)
-        if session.get_bind().dialect.name != "sqlite":
-            statement = statement.with_for_update()
-        portfolio = session.scalars(statement).one()
-        account = session.get(TradingAccount, parent.account_id)
-        assert account is not None
+        portfolio, account = self._venue(session, parent)
         broker = PaperBroker(
             session,
             fee_rate=account.fee_rate,
@@ -509,27 +501,13 @@ class OrderService:
         execution = Execution(
             quantity, price, broker.fee(quantity * price), portfolio.base_currency
         )
-        try:
-            portfolio_service.check_cash(
-                portfolio, pnl.Fill(parent.side, quantity, price, execution.fee).cash_change
-            )
-        except TradebaseError as exc:
-            parent.cancelled_at = at
-            self._write_events(
-                session,
-                parent.id,
-                [
-                    (
-                        OrderEventType.cancelled,
-                        parent.status,
-                        check_move(parent.status, OrderStatus.cancelled),
-                        {"reason": exc.message},
-                    )
-                ],
-                at,
-            )
-            parent.status = OrderStatus.cancelled
-            parent.reject_reason = exc.message
+        if not self._cash_or_cancel(
+            session,
+            parent,
+            portfolio,
+            pnl.Fill(parent.side, quantity, price, execution.fee).cash_change,
+            at,
+        ):
             return False
         child_values: dict[str, Any] = {
             "user_id": parent.user_id,
@@ -577,39 +555,18 @@ class OrderService:
             quantity=quantity,
             price=price,
         )
-        filled = parent.filled_quantity + quantity
-        parent.average_fill_price = quantize(
-            ((parent.average_fill_price or Decimal(0)) * parent.filled_quantity + price * quantity)
-            / filled
-        )
-        parent.filled_quantity = filled
-        parent.fee = parent.fee + execution.fee
-        target = OrderStatus.filled if filled == parent.quantity else OrderStatus.partially_filled
-        self._write_events(
+        self._add_fill(
             session,
-            parent.id,
-            [
-                (
-                    OrderEventType.filled
-                    if target == OrderStatus.filled
-                    else OrderEventType.partially_filled,
-                    parent.status,
-                    check_move(parent.status, target),
-                    {"child_order_id": child_id, "trade_id": trade_id},
-                )
-            ],
+            parent,
+            quantity,
+            execution,
             at,
-            quantity=quantity,
-            price=price,
+            {"child_order_id": child_id, "trade_id": trade_id},
         )
-        parent.status = target
-        if target == OrderStatus.filled:
-            parent.filled_at = at
         return True
 
-    def _fill_resting(
-        self, session: Session, order: Order, price: Decimal, bar: Bar, at: datetime
-    ) -> bool:
+    def _venue(self, session: Session, order: Order) -> tuple[Portfolio, TradingAccount]:
+        """The order's portfolio, locked for the fill, and its trading account."""
         from tradebase.portfolios.models import Portfolio as PortfolioModel
 
         assert order.portfolio_id is not None
@@ -619,6 +576,77 @@ class OrderService:
         portfolio = session.scalars(statement).one()
         account = session.get(TradingAccount, order.account_id)
         assert account is not None
+        return portfolio, account
+
+    def _cash_or_cancel(
+        self,
+        session: Session,
+        order: Order,
+        portfolio: Portfolio,
+        cash_change: Decimal,
+        at: datetime,
+    ) -> bool:
+        """True if the cash can move; otherwise cancel the order, saying why, and False."""
+        try:
+            portfolio_service.check_cash(portfolio, cash_change)
+        except TradebaseError as exc:
+            target = check_move(order.status, OrderStatus.cancelled)
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.cancelled, order.status, target, {"reason": exc.message})],
+                at,
+            )
+            order.status = target
+            order.cancelled_at = at
+            order.reject_reason = exc.message
+            return False
+        return True
+
+    def _add_fill(
+        self,
+        session: Session,
+        order: Order,
+        quantity: Decimal,
+        execution: Execution,
+        at: datetime,
+        details: dict[str, Any],
+    ) -> None:
+        """Add a fill to an order already placed: filled quantity, average price, fee,
+        status (partially_filled or filled) and the event."""
+        filled = order.filled_quantity + quantity
+        order.average_fill_price = quantize(
+            (
+                (order.average_fill_price or Decimal(0)) * order.filled_quantity
+                + execution.price * quantity
+            )
+            / filled
+        )
+        order.filled_quantity = filled
+        order.fee = order.fee + execution.fee
+        order.fee_currency = execution.fee_currency
+        target = OrderStatus.filled if filled == order.quantity else OrderStatus.partially_filled
+        event = (
+            OrderEventType.filled
+            if target == OrderStatus.filled
+            else OrderEventType.partially_filled
+        )
+        self._write_events(
+            session,
+            order.id,
+            [(event, order.status, check_move(order.status, target), details)],
+            at,
+            quantity=quantity,
+            price=execution.price,
+        )
+        order.status = target
+        if target == OrderStatus.filled:
+            order.filled_at = at
+
+    def _fill_resting(
+        self, session: Session, order: Order, price: Decimal, bar: Bar, at: datetime
+    ) -> bool:
+        portfolio, account = self._venue(session, order)
         remaining = order.quantity - order.filled_quantity
         cap = (order.algo_params or {}).get("participation")
         quantity = min(remaining, quantize(bar.volume * Decimal(str(cap)))) if cap else remaining
@@ -634,25 +662,7 @@ class OrderService:
             quantity, price, broker.fee(quantity * price), portfolio.base_currency
         )
         fill = pnl.Fill(order.side, quantity, price, execution.fee)
-        try:
-            portfolio_service.check_cash(portfolio, fill.cash_change)
-        except TradebaseError as exc:
-            order.cancelled_at = at
-            self._write_events(
-                session,
-                order.id,
-                [
-                    (
-                        OrderEventType.cancelled,
-                        order.status,
-                        check_move(order.status, OrderStatus.cancelled),
-                        {"reason": exc.message},
-                    )
-                ],
-                at,
-            )
-            order.status = OrderStatus.cancelled
-            order.reject_reason = exc.message
+        if not self._cash_or_cancel(session, order, portfolio, fill.cash_change, at):
             return False
         order_values = {
             "id": order.id,
@@ -664,35 +674,14 @@ class OrderService:
             "signal_id": order.signal_id,
         }
         trade_id = self._book(session, portfolio, order_values, execution, at)
-        filled = order.filled_quantity + quantity
-        order.average_fill_price = quantize(
-            ((order.average_fill_price or Decimal(0)) * order.filled_quantity + price * quantity)
-            / filled
-        )
-        order.filled_quantity = filled
-        order.fee = order.fee + execution.fee
-        order.fee_currency = execution.fee_currency
-        target = OrderStatus.filled if filled == order.quantity else OrderStatus.partially_filled
-        self._write_events(
+        self._add_fill(
             session,
-            order.id,
-            [
-                (
-                    OrderEventType.filled
-                    if target == OrderStatus.filled
-                    else OrderEventType.partially_filled,
-                    order.status,
-                    check_move(order.status, target),
-                    {"trade_id": trade_id, "fee": str(execution.fee)},
-                )
-            ],
+            order,
+            quantity,
+            execution,
             at,
-            quantity=quantity,
-            price=price,
+            {"trade_id": trade_id, "fee": str(execution.fee)},
         )
-        order.status = target
-        if target == OrderStatus.filled:
-            order.filled_at = at
         return True
 
     def _insert_order(
