@@ -1,10 +1,17 @@
-"""Market orders placed and filled per second through the service layer, against a raw
+"""Market orders placed and filled per second through the service layer, against the bare
 driver doing the same writes with one commit per order, in the same run.
 
-Each service order: the order row, three order_events, the trade, the position update, the
-cash update and its ledger row, and the audit entry, in one transaction.
+Each order, both ways: the order row, three order_events, the position (read, then insert
+or update), the trade, the cash update and its ledger row, and the audit entry (lock the
+chain head, insert, hash, move the head), in one transaction. The ways take turns in
+chunks of --chunk orders, so a noisy neighbour slows every way alike; each round's rate is
+orders / the time spent in that way's chunks, and the figure is the median of the rounds.
 
-    python bench/bench_orders.py [--orders 1000] [--rounds 3] [--postgres URL]
+    python bench/bench_orders.py [--orders 1000] [--rounds 5] [--chunk 50]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test]
+
+With --postgres, a scratch database is created on that server (and dropped afterwards) and
+the same comparison runs there, against psycopg.
 """
 
 from __future__ import annotations
@@ -15,19 +22,24 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tradebase.accounts.service import user as user_service
-from tradebase.config import Settings
+from tradebase.config import Settings, normalize_database_url
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, Engines, unit_of_work
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.service import account as account_service
 from tradebase.portfolios.service import portfolio as portfolio_service
+
+Way = Callable[[int, int], None]  # (first order number, count)
 
 
 def _setup(settings: Settings) -> tuple[Engines, Principal, int, int, int]:
@@ -50,11 +62,11 @@ def _setup(settings: Settings) -> tuple[Engines, Principal, int, int, int]:
         return engines, who, user.id, account.id, portfolio.id
 
 
-def service_way(engines: Engines, who: Principal, portfolio_id: int) -> Callable[[int], None]:
+def service_way(engines: Engines, who: Principal, portfolio_id: int) -> Way:
     factory = engines.session_factory(Database.main)
 
-    def run(n: int) -> None:
-        for i in range(n):
+    def run(first: int, n: int) -> None:
+        for i in range(first, first + n):
             with unit_of_work(factory=factory) as session:
                 order_service.place(
                     session,
@@ -69,135 +81,217 @@ def service_way(engines: Engines, who: Principal, portfolio_id: int) -> Callable
     return run
 
 
-def raw_sqlite_way(
-    path: Path, user_id: int, account_id: int, portfolio_id: int, *, with_audit: bool = False
-) -> Callable[[int], None]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+class RawDriver:
+    """The bare driver: sqlite3 (qmark, lastrowid) or psycopg (%s, RETURNING)."""
 
-    def run(n: int) -> None:
-        for i in range(n):
-            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute(
-                "INSERT INTO orders (user_id, account_id, portfolio_id, symbol, exchange, side, order_type,"
-                " product, time_in_force, status, quantity, filled_quantity, price, average_fill_price, fee,"
-                " created_at, updated_at, placed_at, filled_at) VALUES (?,?,?,?,'paper','buy','market','NRML',"
-                "'GTC','filled','1','1','100','100','0.1',?,?,?,?)",
-                (user_id, account_id, portfolio_id, f"R{i % 20}", now, now, now, now),
-            )
-            order_id = cur.lastrowid
-            for frm, to in ((None, "pending"), ("pending", "open"), ("open", "filled")):
-                conn.execute(
-                    "INSERT INTO order_events (order_id, event_type, from_status, to_status,"
-                    " occurred_at, created_at) VALUES (?, 'created', ?, ?, ?, ?)",
-                    (order_id, frm, to, now, now),
-                )
-            pos = conn.execute(
-                "SELECT id, quantity FROM positions WHERE portfolio_id=? AND symbol=?"
-                " AND status='open'",
-                (portfolio_id, f"R{i % 20}"),
-            ).fetchone()
-            if pos is None:
-                cur = conn.execute(
-                    "INSERT INTO positions (portfolio_id, symbol, exchange, product, direction, quantity,"
-                    " entry_price, cost_basis, fees_paid, status, open_slot, opened_at, created_at, updated_at,"
-                    " unrealized_pnl, unrealized_pnl_percent, realized_pnl) VALUES (?,?,'paper','NRML','long',"
-                    "'1','100','100','0.1','open',1,?,?,?,'0','0','0')",
-                    (portfolio_id, f"R{i % 20}", now, now, now),
-                )
-                pos_id = cur.lastrowid
-            else:
-                pos_id = pos[0]
-                conn.execute(
-                    "UPDATE positions SET quantity=?, cost_basis=?, updated_at=? WHERE id=?",
-                    (str(Decimal(pos[1]) + 1), "100", now, pos_id),
-                )
-            cur = conn.execute(
-                "INSERT INTO trades (user_id, portfolio_id, order_id, position_id, symbol, exchange, side,"
-                " quantity, price, value, fee, status, metadata, executed_at, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,'paper','buy','1','100','100','0.1','filled','{}',?,?,?)",
-                (user_id, portfolio_id, order_id, pos_id, f"R{i % 20}", now, now, now),
-            )
-            conn.execute(
-                "UPDATE portfolios SET cash_balance_usd=?, updated_at=? WHERE id=?",
-                (str(10**12 - i), now, portfolio_id),
-            )
-            conn.execute(
-                "INSERT INTO cash_movements (portfolio_id, user_id, kind, amount, balance_after,"
-                " trade_id, created_at) VALUES (?,?,'trade','-100.1',?,?,?)",
-                (portfolio_id, user_id, str(10**12 - i), cur.lastrowid, now),
-            )
-            if with_audit:  # the same audit append: lock the head, insert, hash, move the head
-                conn.execute("UPDATE audit_chain_head SET updated_at = ? WHERE id = 1", (now,))
-                _last_id, last_hash = conn.execute(
-                    "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1"
+    def __init__(self, connection: Any, *, postgres: bool) -> None:
+        self.conn = connection
+        self.postgres = postgres
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s") if self.postgres else sql, args)
+
+    def insert(self, sql: str, args: tuple[Any, ...]) -> int:
+        if self.postgres:
+            return int(self.execute(sql + " RETURNING id", args).fetchone()[0])
+        return int(self.execute(sql, args).lastrowid)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.postgres:
+            with self.conn.transaction():
+                yield
+        else:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield
+            self.conn.execute("COMMIT")
+
+
+def raw_way(db: RawDriver, user_id: int, account_id: int, portfolio_id: int) -> Way:
+    pg = db.postgres
+
+    def now() -> Any:
+        moment = datetime.now(UTC)
+        return moment if pg else moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def number(value: Decimal) -> Any:
+        return value if pg else str(value)
+
+    def run(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            at = now()
+            symbol = f"R{i % 20}"
+            with db.transaction():
+                order_id = db.insert(
+                    "INSERT INTO orders (user_id, account_id, portfolio_id, symbol, exchange, side,"
+                    " order_type, product, time_in_force, status, quantity, filled_quantity, price,"
+                    " average_fill_price, fee, fee_currency, created_at, updated_at, placed_at, filled_at)"
+                    " VALUES (?,?,?,?,'paper','buy','market','NRML','GTC','filled',?,?,?,?,?,'USD',?,?,?,?)",
+                    (user_id, account_id, portfolio_id, symbol, number(Decimal(1)), number(Decimal(1)),
+                     number(Decimal(100)), number(Decimal("100")), number(Decimal("0.1")), at, at, at, at),
+                )  # fmt: skip
+                for frm, to in ((None, "pending"), ("pending", "open"), ("open", "filled")):
+                    db.execute(
+                        "INSERT INTO order_events (order_id, event_type, from_status, to_status,"
+                        " occurred_at, created_at) VALUES (?, 'created', ?, ?, ?, ?)",
+                        (order_id, frm, to, at, at),
+                    )
+                pos = db.execute(
+                    "SELECT id, quantity FROM positions WHERE portfolio_id=? AND symbol=?"
+                    " AND exchange='paper' AND product='NRML' AND status='open'",
+                    (portfolio_id, symbol),
                 ).fetchone()
-                cur = conn.execute(
+                if pos is None:
+                    pos_id = db.insert(
+                        "INSERT INTO positions (portfolio_id, symbol, exchange, product, direction,"
+                        " quantity, entry_price, cost_basis, fees_paid, status, open_slot, opened_at,"
+                        " created_at, updated_at, unrealized_pnl, unrealized_pnl_percent, realized_pnl)"
+                        " VALUES (?,?,'paper','NRML','long',?,?,?,?,'open',1,?,?,?,?,?,?)",
+                        (portfolio_id, symbol, number(Decimal(1)), number(Decimal(100)),
+                         number(Decimal(100)), number(Decimal("0.1")), at, at, at, number(Decimal(0)),
+                         number(Decimal(0)), number(Decimal(0))),
+                    )  # fmt: skip
+                else:
+                    pos_id = pos[0]
+                    db.execute(
+                        "UPDATE positions SET quantity=?, cost_basis=?, updated_at=? WHERE id=?",
+                        (number(Decimal(pos[1]) + 1), number(Decimal(100)), at, pos_id),
+                    )
+                trade_id = db.insert(
+                    "INSERT INTO trades (user_id, portfolio_id, order_id, position_id, symbol, exchange,"
+                    " side, quantity, price, value, fee, fee_currency, status, metadata, executed_at,"
+                    " created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,'paper','buy',?,?,?,?,'USD','filled','{}',?,?,?)",
+                    (user_id, portfolio_id, order_id, pos_id, symbol, number(Decimal(1)),
+                     number(Decimal(100)), number(Decimal(100)), number(Decimal("0.1")), at, at, at),
+                )  # fmt: skip
+                balance = number(Decimal(10**12 - i))
+                db.execute(
+                    "UPDATE portfolios SET cash_balance_usd=?, updated_at=? WHERE id=?",
+                    (balance, at, portfolio_id),
+                )
+                db.execute(
+                    "INSERT INTO cash_movements (portfolio_id, user_id, kind, amount, balance_after,"
+                    " trade_id, created_at) VALUES (?,?,'trade',?,?,?,?)",
+                    (portfolio_id, user_id, number(Decimal("-100.1")), balance, trade_id, at),
+                )
+                # The audit append: lock the head, insert, hash, move the head.
+                if pg:
+                    head = db.execute(
+                        "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1 FOR UPDATE"
+                    ).fetchone()
+                else:
+                    db.execute("UPDATE audit_chain_head SET updated_at = ? WHERE id = 1", (at,))
+                    head = db.execute(
+                        "SELECT last_id, last_hash FROM audit_chain_head WHERE id = 1"
+                    ).fetchone()
+                entry_id = db.insert(
                     "INSERT INTO audit_log (timestamp, user_id, actor_user_id, actor, action,"
                     " resource_type, resource_id, details, prev_hash)"
                     " VALUES (?,?,?,'bench','order.placed','order',?,?,?)",
-                    (
-                        now,
-                        user_id,
-                        user_id,
-                        str(order_id),
-                        '{"status":"filled"}',
-                        last_hash or "0" * 64,
-                    ),
+                    (at, user_id, user_id, str(order_id), '{"status":"filled"}', head[1] or "0" * 64),
+                )  # fmt: skip
+                digest = hashlib.sha256(f"{entry_id}{at}{head[1]}".encode()).hexdigest()
+                db.execute("UPDATE audit_log SET row_hash = ? WHERE id = ?", (digest, entry_id))
+                db.execute(
+                    "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + 1,"
+                    " updated_at = ? WHERE id = 1",
+                    (entry_id, digest, at),
                 )
-                digest = hashlib.sha256(f"{cur.lastrowid}{now}{last_hash}".encode()).hexdigest()
-                conn.execute(
-                    "UPDATE audit_log SET row_hash = ? WHERE id = ?", (digest, cur.lastrowid)
-                )
-                conn.execute(
-                    "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + 1"
-                    " WHERE id = 1",
-                    (cur.lastrowid, digest),
-                )
-            conn.execute("COMMIT")
 
     return run
 
 
-def measure(ways: dict[str, Callable[[int], None]], n: int, rounds: int) -> dict[str, float]:
+def measure(ways: dict[str, Way], n: int, rounds: int, chunk: int) -> dict[str, float]:
+    for fn in ways.values():  # warm up: compiled statements, page cache
+        fn(0, chunk)
+    start = chunk
     results: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
-        for name, fn in ways.items():
-            start = time.perf_counter()
-            fn(n)
-            results[name].append(n / (time.perf_counter() - start))
+        spent = dict.fromkeys(ways, 0.0)
+        for _ in range(max(1, n // chunk)):
+            for name, fn in ways.items():
+                began = time.perf_counter()
+                fn(start, chunk)
+                spent[name] += time.perf_counter() - began
+            start += chunk
+        for name in ways:
+            results[name].append(max(1, n // chunk) * chunk / spent[name])
     return {name: statistics.median(rates) for name, rates in results.items()}
+
+
+def report(title: str, rates: dict[str, float]) -> None:
+    base = rates["raw"]
+    print(f"\n{title}: market orders placed and filled per second")
+    for name, rate in rates.items():
+        print(f"  {name:8} {rate:8,.0f}/s  {rate / base:5.2f} of raw")
+
+
+def sqlite_bench(n: int, rounds: int, chunk: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="tb-bench-orders-"))
+    engines, who, user_id, account_id, portfolio_id = _setup(Settings(data_dir=folder))
+    conn = sqlite3.connect(folder / "tradebase.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        return measure(
+            {
+                "raw": raw_way(RawDriver(conn, postgres=False), user_id, account_id, portfolio_id),
+                "service": service_way(engines, who, portfolio_id),
+            },
+            n,
+            rounds,
+            chunk,
+        )
+    finally:
+        conn.close()
+        engines.dispose()
+
+
+def postgres_bench(server: str, n: int, rounds: int, chunk: int) -> dict[str, float]:
+    import psycopg
+
+    admin_url = normalize_database_url(server)
+    name = f"tb_bench_orders_{uuid.uuid4().hex[:8]}"
+    dsn = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    folder = Path(tempfile.mkdtemp(prefix="tb-bench-orders-"))
+    settings = Settings(data_dir=folder, database_url=url)
+    engines, who, user_id, account_id, portfolio_id = _setup(settings)
+    conn = psycopg.connect(
+        admin_url.set(drivername="postgresql", database=name).render_as_string(False)
+    )
+    conn.autocommit = True  # transactions are explicit, as the service's
+    try:
+        return measure(
+            {
+                "raw": raw_way(RawDriver(conn, postgres=True), user_id, account_id, portfolio_id),
+                "service": service_way(engines, who, portfolio_id),
+            },
+            n,
+            rounds,
+            chunk,
+        )
+    finally:
+        conn.close()
+        engines.dispose()
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--orders", type=int, default=1000, help="orders per way and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=50, help="orders per turn of a way")
+    parser.add_argument("--postgres", help="PostgreSQL server URL (a scratch database is made)")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="tb-bench-orders-"))
-    settings = Settings(data_dir=folder)
-    engines, who, user_id, account_id, portfolio_id = _setup(settings)
-    rates = measure(
-        {
-            "raw sqlite3": raw_sqlite_way(
-                folder / "tradebase.db", user_id, account_id, portfolio_id
-            ),
-            "raw + audit": raw_sqlite_way(
-                folder / "tradebase.db", user_id, account_id, portfolio_id, with_audit=True
-            ),
-            "service": service_way(engines, who, portfolio_id),
-        },
-        args.orders,
-        args.rounds,
-    )
-    base = rates["raw + audit"]
-    print("\nSQLite: market orders placed and filled per second")
-    for name, rate in rates.items():
-        print(f"  {name:12} {rate:8,.0f}/s  {rate / base:5.2f} of raw + audit")
-    engines.dispose()
+    report("SQLite (WAL, synchronous=NORMAL)", sqlite_bench(args.orders, args.rounds, args.chunk))
+    if args.postgres:
+        report("PostgreSQL", postgres_bench(args.postgres, args.orders, args.rounds, args.chunk))
 
 
 if __name__ == "__main__":

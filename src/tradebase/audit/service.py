@@ -35,12 +35,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from tradebase.accounts import models as _accounts  # also: audit_log.user_id -> users
 from tradebase.audit.models import AuditChainHead, AuditLog
 from tradebase.core.errors import Conflict, TradebaseError
+from tradebase.core.models import attach
+from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import ensure_utc, utc_now
 
 HASH_VERSION: Final = "tradebase-audit-v1"
@@ -92,6 +93,13 @@ class ChainHead:
     last_id: int | None
     last_hash: str | None
     entries: int
+
+
+@dataclass(frozen=True)
+class _LockedHead:
+    last_id: int | None
+    last_hash: str | None
+    top_id: int | None  # the largest id in audit_log (SQLite only)
 
 
 @dataclass(frozen=True)
@@ -249,12 +257,17 @@ _READ_HEAD = select(_head.c.last_id, _head.c.last_hash, _head.c.entries).where(
     _head.c.id == HEAD_ID
 )
 _LOCK_HEAD = _READ_HEAD.with_for_update()
-_CLAIM_HEAD = (
+_CLAIM_HEAD = Prepared(  # SQLite: take the write lock and read the head in one statement
     update(_head)
     .where(_head.c.id == HEAD_ID)
     .values(updated_at=bindparam("now", type_=_head.c.updated_at.type))
+    .returning(
+        _head.c.last_id,
+        _head.c.last_hash,
+        select(func.max(_log.c.id)).scalar_subquery().label("top_id"),
+    )
 )
-_MOVE_HEAD = (
+_MOVE_HEAD = Prepared(
     update(_head)
     .where(
         _head.c.id == HEAD_ID,
@@ -267,8 +280,8 @@ _MOVE_HEAD = (
         updated_at=bindparam("now", type_=_head.c.updated_at.type),
     )
 )
-_MAX_ID = select(func.max(_log.c.id))
-_INSERT_ENTRY = insert(AuditLog).returning(AuditLog)
+_INSERT_ROW = Prepared(insert(_log))
+_INSERT_RETURNING = insert(_log).returning(_log.c.id, _log.c.timestamp, _log.c.details)
 _SET_ROW_HASH = (
     update(_log).where(_log.c.id == bindparam("entry_id")).values(row_hash=bindparam("digest"))
 )
@@ -317,70 +330,62 @@ class AuditService:
         if details is not None:
             values["details"] = _jsonable(details)
 
-        head = self._lock_head(session)
-        if session.get_bind().dialect.name == "sqlite":
-            # SQLite reuses the largest rowid after a delete; a fresh id keeps a deleted
-            # tail visible as a gap (the head already holds the write lock).
-            top = session.scalar(_MAX_ID)
-            values["id"] = max(top or 0, head.last_id or 0) + 1
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        head = self._lock_head(session, sqlite=sqlite)
         values["prev_hash"] = head.last_hash or GENESIS_HASH
-
-        # The id, and the timestamp and details exactly as the database gives them back
-        # (JSONB normalises numbers), are known only after the INSERT: hash what verify
-        # will read, then set row_hash in the same transaction.
-        entry = session.scalars(_INSERT_ENTRY, [values]).one()
-        digest = entry_hash(
-            [
-                entry.id,
-                entry.timestamp,
-                entry.actor_user_id,
-                entry.actor,
-                entry.action,
-                entry.resource_type,
-                entry.resource_id,
-                entry.ip_address,
-                entry.user_agent,
-                entry.details,
-                entry.message,
-                entry.prev_hash,
-            ]
-        )
-        session.execute(_SET_ROW_HASH, {"entry_id": entry.id, "digest": digest})
-        set_committed_value(entry, "row_hash", digest)
-        moved = session.execute(
-            _MOVE_HEAD,
+        values.setdefault("details", None)
+        connection = connection_of(session)
+        if sqlite:
+            # SQLite reuses the largest rowid after a delete; a fresh id keeps a deleted
+            # tail visible as a gap (the head already holds the write lock). With the id
+            # known, and SQLite giving back the timestamp and JSON text exactly as written,
+            # the hash is computed first and the entry written once.
+            values["id"] = max(head.top_id or 0, head.last_id or 0) + 1
+            values["row_hash"] = entry_hash([values[name] for name in HASHED_FIELDS])
+            _INSERT_ROW.run(connection, values)
+        else:
+            # The id, and the details as the database gives them back (JSONB normalises
+            # numbers), are known only after the INSERT: hash what verify will read, then
+            # set row_hash in the same transaction.
+            row = connection.execute(_INSERT_RETURNING, values).one()
+            values.update(id=row.id, timestamp=row.timestamp, details=row.details)
+            values["row_hash"] = entry_hash([values[name] for name in HASHED_FIELDS])
+            connection.execute(_SET_ROW_HASH, {"entry_id": row.id, "digest": values["row_hash"]})
+        moved = _MOVE_HEAD.run(
+            connection,
             {
                 "old_last_id": head.last_id,
-                "new_last_id": entry.id,
-                "digest": digest,
-                "now": utc_now(),
+                "new_last_id": values["id"],
+                "digest": values["row_hash"],
+                "now": values["timestamp"],
             },
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
+        if moved != 1:
             raise AuditChainConflict("the audit chain head moved while this writer held it")
-        return entry
+        return attach(session, AuditLog, values)
 
-    def _lock_head(self, session: Session) -> ChainHead:
-        if session.get_bind().dialect.name == "sqlite":
-            # Write before reading: a deferred transaction's first write waits for the
-            # lock (busy timeout), then reads the newest head. A transaction that has read
-            # before another writer committed cannot get the lock (SQLITE_BUSY_SNAPSHOT).
-            try:
-                claimed = session.execute(_CLAIM_HEAD, {"now": utc_now()})
-            except OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                raise AuditChainBusy(
-                    "the audit log could not take SQLite's write lock: this transaction read"
-                    " the database before another writer committed; write in a unit_of_work()"
-                    " (BEGIN IMMEDIATE) and retry"
-                ) from exc
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    def _lock_head(self, session: Session, *, sqlite: bool) -> _LockedHead:
+        if not sqlite:
+            row = session.execute(_LOCK_HEAD).one_or_none()
+            if row is None:
                 raise AuditChainHeadMissing("the audit chain head row is missing")
-        row = session.execute(_LOCK_HEAD).one_or_none()
-        if row is None:
+            return _LockedHead(row.last_id, row.last_hash, None)
+        # Write before reading: a deferred transaction's first write waits for the lock
+        # (busy timeout), then reads the newest head. A transaction that has read before
+        # another writer committed cannot get the lock (SQLITE_BUSY_SNAPSHOT).
+        try:
+            rows = _CLAIM_HEAD.rows(session, {"now": utc_now()})
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise AuditChainBusy(
+                "the audit log could not take SQLite's write lock: this transaction read"
+                " the database before another writer committed; write in a unit_of_work()"
+                " (BEGIN IMMEDIATE) and retry"
+            ) from exc
+        if not rows:
             raise AuditChainHeadMissing("the audit chain head row is missing")
-        return ChainHead(row.last_id, row.last_hash, int(row.entries))
+        return _LockedHead(rows[0].last_id, rows[0].last_hash, rows[0].top_id)
 
     def verify(
         self,

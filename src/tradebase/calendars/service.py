@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from tradebase.calendars.models import MarketHoliday, TradingHoursTemplate, TradingSession
+from tradebase.core.models import load
+from tradebase.core.prepared import Prepared
 from tradebase.core.time import ensure_utc
 
 # Exchanges that keep another exchange's hours. An exchange with no template and no alias
@@ -40,11 +43,18 @@ class MarketState:
 def template_for(session: Session, exchange: str) -> TradingHoursTemplate | None:
     code = exchange.upper()
     code = ALIASES.get(code, code)
-    return session.scalars(
-        select(TradingHoursTemplate).where(
-            TradingHoursTemplate.exchange == code, TradingHoursTemplate.is_active.is_(True)
-        )
-    ).first()
+    rows = _TEMPLATE.rows(session, {"code": code})
+    return load(session, TradingHoursTemplate, rows[0]._asdict()) if rows else None
+
+
+# Prepared once: every market order asks (core/prepared.py).
+_templates = cast(Table, TradingHoursTemplate.__table__)
+_TEMPLATE = Prepared(
+    select(_templates)
+    .where(_templates.c.exchange == bindparam("code"), _templates.c.is_active.is_(True))
+    .order_by(_templates.c.id)
+    .limit(1)
+)
 
 
 def is_open(session: Session, exchange: str, at: datetime) -> MarketState:

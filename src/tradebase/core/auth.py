@@ -16,7 +16,7 @@ from sqlalchemy import Select
 from tradebase.accounts.models import UserRole
 from tradebase.accounts.security import scope_allows
 
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 _ROLE_SCOPES: dict[str, frozenset[str]] = {
     UserRole.admin: frozenset({"admin"}),

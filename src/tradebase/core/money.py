@@ -69,10 +69,18 @@ def canonical(value: Decimal) -> Decimal:
 
     Exact: no arithmetic context is involved, so no digit is ever rounded away.
     """
+    return _canonical(value)[0]
+
+
+def _canonical(value: Decimal) -> tuple[Decimal, int, int]:
+    # The canonical value, its number of digits and its exponent (one as_tuple() call:
+    # this runs for every decimal bound to or read from a column).
     if not value.is_finite():
         raise ValueError(f"not a finite number: {value}")
     sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
+    if value and (exponent == 0 or (exponent < 0 and digits[-1])):
+        return value, len(digits), exponent  # already canonical: the common case
     numerals = list(digits)
     if exponent > 0:
         numerals += [0] * exponent
@@ -81,18 +89,16 @@ def canonical(value: Decimal) -> Decimal:
         numerals.pop()
         exponent += 1
     if not any(numerals):
-        return _ZERO
-    return Decimal((sign, tuple(numerals), exponent))
+        return _ZERO, 1, 0
+    return Decimal((sign, tuple(numerals), exponent)), len(numerals), exponent
 
 
 def check_fits(value: Decimal) -> Decimal:
     """Return *value* canonical, or raise if it does not fit NUMERIC(38, 18) exactly."""
-    value = canonical(value)
-    _sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
+    value, digits, exponent = _canonical(value)
     if exponent < -SCALE:
         raise ValueError(f"{value} has more than {SCALE} decimal places")
-    if len(digits) + exponent > _INTEGER_DIGITS:
+    if digits + exponent > _INTEGER_DIGITS:
         raise ValueError(f"{value} has more than {_INTEGER_DIGITS} integer digits")
     return value
 

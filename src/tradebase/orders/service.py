@@ -19,7 +19,9 @@ from tradebase.brokers.paper import PaperBroker
 from tradebase.calendars.service import is_open
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
+from tradebase.core.models import attach
 from tradebase.core.money import quantize
+from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
@@ -111,7 +113,7 @@ class OrderService:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
                 return existing
-        portfolio = portfolio_service.get(session, principal, portfolio_id, lock=True)
+        portfolio, account = portfolio_service.venue(session, principal, portfolio_id)
         if client_order_id is not None:  # again, under the portfolio lock
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
@@ -169,8 +171,6 @@ class OrderService:
                 f"{order_type} orders are not supported yet",
                 details={"order_type": order_type},
             )
-        account = session.get(TradingAccount, portfolio.account_id)
-        assert account is not None
         broker = PaperBroker(
             session,
             fee_rate=account.fee_rate,
@@ -243,13 +243,12 @@ class OrderService:
             )
         for _event_type, before, after, _details in moves[1:]:
             check_move(before, after)  # the state table, even when the moves are written at once
-        order_id = self._insert_order(session, principal, values)
-        if isinstance(order_id, Order):  # the same client_order_id won a race
-            return order_id
+        placed, created = self._insert_order(session, principal, values)
+        if not created:  # the same client_order_id won a race
+            return placed
+        order_id = placed.id
         if refusal is not None:
             self._write_events(session, order_id, moves, now)
-            rejected = session.get(Order, order_id)
-            assert rejected is not None
             audit_service.record(
                 session,
                 action="order.rejected",
@@ -295,8 +294,6 @@ class OrderService:
                 "status": OrderStatus.filled,
             },
         )
-        placed = session.get(Order, order_id)
-        assert placed is not None
         return placed
 
     def _place_resting(
@@ -332,17 +329,17 @@ class OrderService:
             (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
         ]
         check_move(OrderStatus.pending, OrderStatus.open)
-        order_id = self._insert_order(session, principal, values)
-        if isinstance(order_id, Order):
-            return order_id
-        self._write_events(session, order_id, moves, now)
+        placed, created = self._insert_order(session, principal, values)
+        if not created:
+            return placed
+        self._write_events(session, placed.id, moves, now)
         audit_service.record(
             session,
             action="order.placed",
             user_id=principal.user_id,
             actor=principal.username,
             resource_type="order",
-            resource_id=order_id,
+            resource_id=placed.id,
             ip_address=principal.ip_address,
             details={
                 "symbol": fields["symbol"],
@@ -352,8 +349,6 @@ class OrderService:
                 "status": OrderStatus.open,
             },
         )
-        placed = session.get(Order, order_id)
-        assert placed is not None
         return placed
 
     def match_bar(
@@ -535,7 +530,7 @@ class OrderService:
             "strategy_id": parent.strategy_id,
             "tag": f"{parent.order_type} child {index + 1}",
         }
-        child_id = session.connection().execute(_INSERT_ORDER, child_values).scalar()
+        child_id = session.connection().execute(_INSERT_ORDER.statement, child_values).scalar()
         assert child_id is not None
         trade_id = self._book(session, portfolio, child_values | {"id": child_id}, execution, at)
         self._write_events(
@@ -686,23 +681,31 @@ class OrderService:
 
     def _insert_order(
         self, session: Session, principal: Principal, values: dict[str, Any]
-    ) -> int | Order:
-        statement = insert(Order).values(**values).returning(Order.id)
-        if values["client_order_id"] is None:
-            order_id = session.scalar(statement)
-        else:
-            try:
-                with session.begin_nested():  # another process may insert the same id now
-                    order_id = session.scalar(statement)
-            except IntegrityError:
-                existing = self._by_client_id(session, principal, values["client_order_id"])
-                if existing is not None:
-                    return existing
-                raise ClientOrderIdTaken(
-                    f"client_order_id {values['client_order_id']!r} is in use"
-                ) from None
-        assert order_id is not None
-        return int(order_id)
+    ) -> tuple[Order, bool]:
+        """Insert the order row; return it (loaded, not read back) and True, or the order
+        that holds the same ``client_order_id`` and False."""
+        connection = connection_of(session)
+        stamp = utc_now()
+        values = {"created_at": stamp, "updated_at": stamp, **values}
+        # Another process may insert the same client_order_id now (not on SQLite: the
+        # unit of work holds the write lock and the id was looked up under it).
+        race = values["client_order_id"] is not None and connection.dialect.name != "sqlite"
+        try:
+            if race:
+                with session.begin_nested():
+                    order_id = _INSERT_ORDER.scalar(connection, values)
+            else:
+                order_id = _INSERT_ORDER.scalar(connection, values)
+        except IntegrityError:
+            if not race:
+                raise
+            existing = self._by_client_id(session, principal, values["client_order_id"])
+            if existing is not None:
+                return existing, False
+            raise ClientOrderIdTaken(
+                f"client_order_id {values['client_order_id']!r} is in use"
+            ) from None
+        return attach(session, Order, {**values, "id": order_id}), True
 
     def _write_events(
         self,
@@ -714,10 +717,12 @@ class OrderService:
         quantity: Decimal | None = None,
         price: Decimal | None = None,
     ) -> None:
-        session.execute(
-            insert(OrderEvent),
+        created = utc_now()
+        _INSERT_EVENT.run_many(
+            session,
             [
                 {
+                    "created_at": created,
                     "order_id": order_id,
                     "event_type": event,
                     "from_status": before,
@@ -751,28 +756,31 @@ class OrderService:
             signal_id=order["signal_id"],
             at=now,
         )
-        trade_id: int | None = session.scalar(
-            insert(Trade)
-            .values(
-                user_id=order["user_id"],
-                portfolio_id=portfolio.id,
-                order_id=order["id"],
-                position_id=effect.position_id,
-                symbol=order["symbol"],
-                exchange=order["exchange"],
-                side=order["side"],
-                quantity=execution.quantity,
-                price=execution.price,
-                value=fill.value,
-                fee=execution.fee,
-                fee_currency=execution.fee_currency,
-                pnl=effect.realized,
-                pnl_percent=quantize(effect.realized * 100 / effect.released_cost)
+        created = utc_now()
+        trade_id: int | None = _INSERT_TRADE.scalar(
+            session,
+            {
+                "created_at": created,
+                "updated_at": created,
+                "metadata": {},
+                "user_id": order["user_id"],
+                "portfolio_id": portfolio.id,
+                "order_id": order["id"],
+                "position_id": effect.position_id,
+                "symbol": order["symbol"],
+                "exchange": order["exchange"],
+                "side": order["side"],
+                "quantity": execution.quantity,
+                "price": execution.price,
+                "value": fill.value,
+                "fee": execution.fee,
+                "fee_currency": execution.fee_currency,
+                "pnl": effect.realized,
+                "pnl_percent": quantize(effect.realized * 100 / effect.released_cost)
                 if effect.realized is not None and effect.released_cost
                 else None,
-                executed_at=now,
-            )
-            .returning(Trade.id)
+                "executed_at": now,
+            },
         )
         assert trade_id is not None
         portfolio_service.move_cash(
@@ -936,9 +944,9 @@ _FILLED = frozenset({OrderStatus.filled, OrderStatus.partially_filled})
 
 # Built once: constructing statements per order costs more than running them.
 _orders = cast(Table, Order.__table__)
-_INSERT_ORDER = insert(_orders).returning(_orders.c.id)
-_INSERT_EVENT = insert(cast(Table, OrderEvent.__table__))
+_INSERT_ORDER = Prepared(insert(_orders).returning(_orders.c.id))
+_INSERT_EVENT = Prepared(insert(cast(Table, OrderEvent.__table__)))
 _trades = cast(Table, Trade.__table__)
-_INSERT_TRADE = insert(_trades).returning(_trades.c.id)
+_INSERT_TRADE = Prepared(insert(_trades).returning(_trades.c.id))
 
 order = OrderService()

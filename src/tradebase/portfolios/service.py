@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +17,9 @@ from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import BadRequest
+from tradebase.core.models import load
 from tradebase.core.money import quantize
+from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.portfolios import pnl
 from tradebase.portfolios.errors import (
@@ -161,6 +163,23 @@ class PortfolioService:
             raise PortfolioNotFound(f"no portfolio {portfolio_id}")
         return portfolio
 
+    def venue(
+        self, session: Session, principal: Principal, portfolio_id: int
+    ) -> tuple[Portfolio, TradingAccount]:
+        """A portfolio the caller may see, locked as ``get(lock=True)`` locks it, and its
+        trading account, in one read (the order path needs both)."""
+        connection = connection_of(session)
+        dialect = connection.dialect.name
+        statement = _VENUE[dialect if dialect in _VENUE else "default"][principal.is_admin]
+        rows = statement.rows(connection, {"pid": portfolio_id, "uid": principal.user_id})
+        if not rows:
+            raise PortfolioNotFound(f"no portfolio {portfolio_id}")
+        split: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        for label, value in rows[0]._asdict().items():
+            table, name = label.split("__", 1)
+            split[table == "a"][name] = value
+        return load(session, Portfolio, split[0]), load(session, TradingAccount, split[1])
+
     def move_cash(
         self,
         session: Session,
@@ -175,22 +194,22 @@ class PortfolioService:
         Returns the ledger row's id. (Two Core statements: no ORM flush on the fill path.)"""
         self.check_cash(portfolio, amount)
         balance = portfolio.cash_balance_usd + amount
-        session.execute(
-            update(Portfolio).where(Portfolio.id == portfolio.id).values(cash_balance_usd=balance)
-        )
+        connection = connection_of(session)
+        now = utc_now()
+        _SET_CASH.run(connection, {"pid": portfolio.id, "cash": balance, "now": now})
         set_committed_value(portfolio, "cash_balance_usd", balance)
-        movement_id: int | None = session.scalar(
-            insert(CashMovement)
-            .values(
-                portfolio_id=portfolio.id,
-                user_id=portfolio.user_id,
-                kind=kind,
-                amount=amount,
-                balance_after=balance,
-                trade_id=trade_id,
-                note=note,
-            )
-            .returning(CashMovement.id)
+        movement_id: int | None = _INSERT_MOVEMENT.scalar(
+            connection,
+            {
+                "created_at": now,
+                "portfolio_id": portfolio.id,
+                "user_id": portfolio.user_id,
+                "kind": kind,
+                "amount": amount,
+                "balance_after": balance,
+                "trade_id": trade_id,
+                "note": note,
+            },
         )
         assert movement_id is not None
         return movement_id
@@ -288,12 +307,11 @@ class PortfolioService:
         than the database work (bench/bench_orders.py).
         """
         at = at or utc_now()
-        t = _positions
-        connection = session.connection()
-        rows = connection.execute(
-            _OPEN_POSITIONS,
+        connection = connection_of(session)
+        rows = _OPEN_POSITIONS.rows(
+            connection,
             {"pid": portfolio.id, "symbol": symbol, "exchange": exchange, "product": product},
-        ).all()
+        )
         by_direction = {row.direction: row for row in rows}
         lots = {
             row.direction: pnl.Lot(row.direction, row.quantity, row.cost_basis, row.fees_paid)
@@ -329,7 +347,7 @@ class PortfolioService:
                     unrealized_pnl_percent=ZERO,
                 )
             if not after_same:
-                connection.execute(update(t).where(t.c.id == row.id).values(**values))
+                _UPDATE_POSITION.run(connection, {"pos_id": row.id, "updated_at": at, **values})
                 position_id = row.id
             else:
                 pending_close = values
@@ -349,25 +367,28 @@ class PortfolioService:
             if existing is not None and closed_direction != after.direction:
                 if outcome.closed is not None and outcome.closed.direction == after.direction:
                     values.update(pending_close)
-                session.execute(update(t).where(t.c.id == existing.id).values(**values))
+                _UPDATE_POSITION.run(
+                    connection, {"pos_id": existing.id, "updated_at": at, **values}
+                )
                 position_id = existing.id
             else:
-                position_id = session.scalar(
-                    insert(t)
-                    .values(
-                        portfolio_id=portfolio.id,
-                        signal_id=signal_id,
-                        deal_id=deal_id,
-                        symbol=symbol,
-                        exchange=exchange,
-                        product=product,
-                        direction=after.direction,
-                        opened_at=at,
-                        status=PositionStatus.open,
-                        open_slot=1,
+                position_id = _INSERT_POSITION.scalar(
+                    connection,
+                    {
+                        "portfolio_id": portfolio.id,
+                        "signal_id": signal_id,
+                        "deal_id": deal_id,
+                        "symbol": symbol,
+                        "exchange": exchange,
+                        "product": product,
+                        "direction": after.direction,
+                        "opened_at": at,
+                        "created_at": at,
+                        "updated_at": at,
+                        "status": PositionStatus.open,
+                        "open_slot": 1,
                         **values,
-                    )
-                    .returning(t.c.id)
+                    },
                 )
         assert position_id is not None
         return FillEffect(
@@ -380,29 +401,58 @@ class PortfolioService:
 
 # Built once: constructing statements per fill costs more than running them.
 _positions = cast(Table, Position.__table__)
-_OPEN_POSITIONS = select(
-    _positions.c.id,
-    _positions.c.direction,
-    _positions.c.quantity,
-    _positions.c.cost_basis,
-    _positions.c.fees_paid,
-    _positions.c.realized_pnl,
-).where(
-    _positions.c.portfolio_id == bindparam("pid"),
-    _positions.c.symbol == bindparam("symbol"),
-    _positions.c.exchange == bindparam("exchange"),
-    _positions.c.product == bindparam("product"),
-    _positions.c.status == PositionStatus.open,
+_OPEN_POSITIONS = Prepared(
+    select(
+        _positions.c.id,
+        _positions.c.direction,
+        _positions.c.quantity,
+        _positions.c.cost_basis,
+        _positions.c.fees_paid,
+        _positions.c.realized_pnl,
+    ).where(
+        _positions.c.portfolio_id == bindparam("pid"),
+        _positions.c.symbol == bindparam("symbol"),
+        _positions.c.exchange == bindparam("exchange"),
+        _positions.c.product == bindparam("product"),
+        _positions.c.status == PositionStatus.open,
+    )
 )
-_INSERT_POSITION = insert(_positions).returning(_positions.c.id)
+_INSERT_POSITION = Prepared(insert(_positions).returning(_positions.c.id))
+_UPDATE_POSITION = Prepared(update(_positions).where(_positions.c.id == bindparam("pos_id")))
 _portfolios = cast(Table, Portfolio.__table__)
-_SET_CASH = (
+_accounts = cast(Table, TradingAccount.__table__)
+_SET_CASH = Prepared(
     update(_portfolios)
     .where(_portfolios.c.id == bindparam("pid"))
     .values(cash_balance_usd=bindparam("cash"), updated_at=bindparam("now"))
 )
-_INSERT_MOVEMENT = insert(cast(Table, CashMovement.__table__)).returning(CashMovement.id)
+_INSERT_MOVEMENT = Prepared(insert(cast(Table, CashMovement.__table__)).returning(CashMovement.id))
 
+
+def _venue_statements() -> dict[str, tuple[Prepared, Prepared]]:
+    base = (
+        select(
+            *(c.label(f"p__{c.key}") for c in _portfolios.c),
+            *(c.label(f"a__{c.key}") for c in _accounts.c),
+        )
+        .join_from(_portfolios, _accounts, _accounts.c.id == _portfolios.c.account_id)
+        .where(_portfolios.c.id == bindparam("pid"))
+    )
+    owned = base.where(_portfolios.c.user_id == bindparam("uid"))
+    return {  # [dialect][is_admin]
+        "sqlite": (Prepared(owned), Prepared(base)),  # the unit of work holds the write lock
+        "postgresql": (
+            Prepared(owned.with_for_update(of=_portfolios)),
+            Prepared(base.with_for_update(of=_portfolios)),
+        ),
+        "default": (  # MariaDB has no FOR UPDATE OF
+            Prepared(owned.with_for_update()),
+            Prepared(base.with_for_update()),
+        ),
+    }
+
+
+_VENUE = _venue_statements()
 
 account = AccountService()
 portfolio = PortfolioService()
