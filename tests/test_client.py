@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -419,3 +420,29 @@ def test_importing_tradebase_does_not_import_pandas() -> None:
     ).stdout
     assert out.strip() == "False"
     assert tradebase.connect is tradebase.client.connect
+
+
+def test_the_readme_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("\n## Python\n", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "CREDENTIALS_DATABASE_URL", "DATA_DIR"):
+        monkeypatch.delenv(f"TRADEBASE_{name}", raising=False)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        migrate.upgrade(Database.main, settings=settings)
+        engine = create_db_engine(settings.main_url, settings, pooled=False)
+        with unit_of_work(factory=sessionmaker(bind=engine, expire_on_commit=False)) as session:
+            create_user(session, username="dana")
+        engine.dispose()
+        exec(compile(example, "README.md", "exec"), {})
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert out.startswith("909.69\n")
+    assert re.search(r"1\s+sell\s+1\s+110\s+0\.11\s+9\.79\n", out)  # the trades frame
+    assert re.search(r"\+00:00\s+1019\.69\s+909\.69\s+19\.69\n", out)  # the equity curve
