@@ -48,7 +48,7 @@ class Principal:
     username: str
     role: str
     scopes: frozenset[str] = field(default_factory=frozenset)
-    via: str = "session"  # "key", "session" or "cli"
+    via: str = "session"  # "key", "session", "cli" or "python" (tradebase.client)
     key_id: int | None = None
     session_id: int | None = None
     ip_address: str | None = None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +38,9 @@ from tradebase.portfolios.models import (
     PositionStatus,
     TradingAccount,
 )
+
+if TYPE_CHECKING:
+    from tradebase.portfolios.valuation import EquityPoint
 
 ZERO = Decimal(0)
 
@@ -277,6 +280,14 @@ class PortfolioService:
             .where(PortfolioSnapshot.portfolio_id == portfolio.id)
             .order_by(PortfolioSnapshot.timestamp)
         ).all()
+
+    def equity_curve(
+        self, session: Session, principal: Principal, portfolio_id: int
+    ) -> Sequence[EquityPoint]:
+        """The snapshots in time order, each with its P&L against the net deposits by then."""
+        from tradebase.portfolios.valuation import equity_curve
+
+        return equity_curve(session, self.get(session, principal, portfolio_id))
 
     def take_snapshot(
         self, session: Session, principal: Principal, portfolio_id: int, at: datetime | None = None

@@ -157,3 +157,55 @@ def snapshot(session: Session, portfolio: Portfolio, at: datetime) -> PortfolioS
     ]
     portfolio.win_rate = metrics.win_rate(closing)
     return row
+
+
+@dataclass(frozen=True)
+class EquityPoint:
+    """One snapshot of the equity curve, with the P&L against the money put in by then."""
+
+    timestamp: datetime
+    total_value: Decimal
+    cash: Decimal
+    net_deposits: Decimal  # deposits less withdrawals made by `timestamp`
+    pnl: Decimal  # total_value - net_deposits: the figure `snapshot` stores as total P&L
+    pnl_24h: Decimal | None
+    pnl_7d: Decimal | None
+    pnl_30d: Decimal | None
+
+
+def equity_curve(session: Session, portfolio: Portfolio) -> list[EquityPoint]:
+    """Every snapshot of *portfolio* in time order, each with the net deposits made by its
+    time and its P&L against them (so a deposit moves the value, never the P&L)."""
+    snapshots = session.scalars(
+        select(PortfolioSnapshot)
+        .where(PortfolioSnapshot.portfolio_id == portfolio.id)
+        .order_by(PortfolioSnapshot.timestamp)
+    ).all()
+    movements = session.execute(
+        select(CashMovement.created_at, CashMovement.amount)
+        .where(
+            CashMovement.portfolio_id == portfolio.id,
+            CashMovement.kind.in_([CashMovementKind.deposit, CashMovementKind.withdrawal]),
+        )
+        .order_by(CashMovement.created_at, CashMovement.id)
+    ).all()
+    points = []
+    invested = ZERO
+    taken = 0
+    for row in snapshots:
+        while taken < len(movements) and movements[taken].created_at <= row.timestamp:
+            invested += movements[taken].amount
+            taken += 1
+        points.append(
+            EquityPoint(
+                timestamp=row.timestamp,
+                total_value=row.total_value_usd,
+                cash=row.cash_balance_usd,
+                net_deposits=invested,
+                pnl=row.total_value_usd - invested,
+                pnl_24h=row.pnl_24h,
+                pnl_7d=row.pnl_7d,
+                pnl_30d=row.pnl_30d,
+            )
+        )
+    return points
