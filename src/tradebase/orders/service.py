@@ -44,6 +44,7 @@ from tradebase.orders.state import CANCELLABLE, RESTING, check_move
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import CashMovementKind, Portfolio, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
+from tradebase.portfolios.settlement import settlement as settlement_service
 
 
 def _event(
@@ -586,9 +587,11 @@ class OrderService:
         cash_change: Decimal,
         at: datetime,
     ) -> bool:
-        """True if the cash can move; otherwise cancel the order, saying why, and False."""
+        """True if the fill may happen (the cash can move; a CNC sell stays within its
+        position); otherwise cancel the order, saying why, and False."""
         try:
             portfolio_service.check_cash(portfolio, cash_change)
+            settlement_service.check_fill(session, order)
         except TradebaseError as exc:
             target = check_move(order.status, OrderStatus.cancelled)
             self._write_events(
@@ -687,6 +690,7 @@ class OrderService:
     def _insert_order(
         self, session: Session, principal: Principal, values: dict[str, Any]
     ) -> int | Order:
+        settlement_service.check_order(session, values)  # CNC sells: portfolios/settlement.py
         statement = insert(Order).values(**values).returning(Order.id)
         if values["client_order_id"] is None:
             order_id = session.scalar(statement)
