@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +36,9 @@ from tradebase.portfolios.models import (
     PositionStatus,
     TradingAccount,
 )
+
+if TYPE_CHECKING:
+    from tradebase.portfolios.valuation import Figures
 
 ZERO = Decimal(0)
 
@@ -268,6 +271,12 @@ class PortfolioService:
         require_writer(principal)
         portfolio = self.get(session, principal, portfolio_id, lock=True)
         return snapshot(session, portfolio, at or utc_now())
+
+    def figures(self, session: Session, principal: Principal, portfolio_id: int) -> Figures:
+        """The portfolio's figures now, computed as a snapshot would, recording nothing."""
+        from tradebase.portfolios.valuation import figures
+
+        return figures(session, self.get(session, principal, portfolio_id), utc_now())
 
     def apply_fill(
         self,

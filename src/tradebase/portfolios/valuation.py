@@ -198,6 +198,8 @@ def snapshot(session: Session, portfolio: Portfolio, at: datetime) -> PortfolioS
 class Figures:
     """A portfolio's numbers at a moment, as a snapshot taken then would record them."""
 
+    portfolio_id: int
+    base_currency: str
     at: datetime
     cash: Decimal
     positions_value: Decimal
@@ -226,6 +228,8 @@ def figures(session: Session, portfolio: Portfolio, at: datetime) -> Figures:
     curve[ensure_utc(at).date()] = valuation.total
     closing = _closing_pnls(session, portfolio.id)
     return Figures(
+        portfolio_id=portfolio.id,
+        base_currency=portfolio.base_currency,
         at=at,
         cash=valuation.cash,
         positions_value=valuation.positions_value,
