@@ -189,6 +189,36 @@ def test_two_cnc_buys_settle_after_the_close_at_their_average_cost(
     assert portfolio.cash_balance_usd == D("8468.47")
     assert value(session, portfolio).total == D("10028.47")  # 8468.47 + 15 x 104
     assert _settled_audits(session, position_id) == 1
+    # Tuesday's bars move the holding: at 110, worth 1650, up 120; the snapshot counts it.
+    price_service.ingest(
+        session,
+        FEEDER,
+        symbol="INFY",
+        exchange="NSE",
+        timeframe="1m",
+        bars=[
+            BarIn(
+                timestamp=_utc(24, 4),
+                open=D(110),
+                high=D(110),
+                low=D(110),
+                close=D(110),
+                volume=D(1),
+            )
+        ],
+    )
+    assert (holding.current_price, holding.current_value, holding.pnl) == (
+        D(110),
+        D(1650),
+        D(120),
+    )
+    snapshot = portfolio_service.take_snapshot(session, who, portfolio.id, at=_utc(24, 10))
+    assert snapshot.total_value_usd == D("10118.47")  # 8468.47 + 1650
+    assert snapshot.holdings["INFY:NSE:holding"] == {
+        "quantity": "15",
+        "price": "110",
+        "value": "1650",
+    }
 
 
 def test_settling_twice_moves_nothing(session: Session, clock: Clock) -> None:
@@ -415,3 +445,15 @@ def test_settling_is_scoped_to_the_caller_and_never_in_the_future(session: Sessi
         settle(session, portfolio_id=portfolio.id, principal=other)
     with pytest.raises(SettlementInFuture):
         settle(session, at=datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def test_a_cnc_sell_in_a_hedging_portfolio_is_refused(session: Session, clock: Clock) -> None:
+    who = _trader(session)
+    account = account_service.create(session, who, account_name="hedged delivery")
+    portfolio = portfolio_service.create(
+        session, who, account_id=account.id, name="hedged", position_mode="hedging"
+    )
+    portfolio_service.deposit(session, who, portfolio.id, D(1000))
+    _trade(session, clock, who, portfolio, _utc(23, 4), "buy", "2", "100")
+    with pytest.raises(CncSellExceedsPosition, match="hedging portfolio would open a short"):
+        _trade(session, clock, who, portfolio, _utc(23, 5), "sell", "1", "100")

@@ -248,8 +248,12 @@ class Holding(Timestamps, Base):
 
     def add(self, quantity: Decimal, cost: Decimal) -> None:
         """Take in *quantity* that cost *cost*: the average is the weighted average cost."""
-        self.quantity = (self.quantity or Decimal(0)) + quantity
-        self.invested_value = (self.invested_value or Decimal(0)) + cost
+        held = self.quantity or Decimal(0)
+        invested = self.invested_value
+        if invested is None:  # a row from elsewhere (an import) may carry only the average
+            invested = held * (self.average_price or Decimal(0))
+        self.quantity = held + quantity
+        self.invested_value = invested + cost
         self.average_price = divide(self.invested_value, self.quantity)
 
     def mark(self, price: Decimal | None) -> None:
