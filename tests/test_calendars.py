@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories import create_user
-from tradebase.calendars.service import is_open
+from tradebase.calendars.service import is_open, trading_day_end
 from tradebase.core.auth import Principal
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import Trade
@@ -45,6 +45,36 @@ def test_seeded_calendars(
     state = is_open(session, exchange, moment)
     assert state.open is open_
     assert says in state.reason
+
+
+def _utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("exchange", "moment", "ends"),
+    [
+        # NSE closes at 15:30 in Mumbai (UTC+5:30): 10:00 UTC
+        ("NSE", _utc(2026, 11, 23, 5, 0), _utc(2026, 11, 23, 10, 0)),
+        ("NSE", _utc(2026, 11, 23, 10, 0), _utc(2026, 11, 23, 10, 0)),  # the close itself
+        # after the close: the next trading day's; Saturday: Monday's
+        ("BSE", _utc(2026, 11, 23, 10, 30), _utc(2026, 11, 24, 10, 0)),
+        ("NSE", _utc(2026, 11, 28, 6, 0), _utc(2026, 11, 30, 10, 0)),
+        # NYSE: 16:00 in New York; Thanksgiving (Thursday) belongs to Friday; EST is UTC-5
+        ("NYSE", _utc(2026, 11, 26, 16, 0), _utc(2026, 11, 27, 21, 0)),
+        # in summer (EDT, UTC-4), after Thursday's close: Friday 3 July is a holiday
+        ("NASDAQ", _utc(2026, 7, 2, 20, 30), _utc(2026, 7, 6, 20, 0)),
+        # crypto trades to the end of each day: its day ends at 00:00 UTC
+        ("BINANCE", _utc(2026, 11, 28, 3, 0), _utc(2026, 11, 29, 0, 0)),
+        # no calendar: the day ends at 00:00 UTC
+        ("paper", _utc(2026, 11, 28, 3, 0), _utc(2026, 11, 29, 0, 0)),
+        ("paper", _utc(2026, 11, 28, 0, 0), _utc(2026, 11, 29, 0, 0)),
+    ],
+)
+def test_where_a_trading_day_ends(
+    session: Session, exchange: str, moment: datetime, ends: datetime
+) -> None:
+    assert trading_day_end(session, exchange, moment) == ends
 
 
 def test_a_market_order_on_a_closed_market_is_rejected_and_moves_nothing(

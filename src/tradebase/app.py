@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from tradebase.accounts.router import router as accounts_router
     from tradebase.audit.router import router as audit_router
+    from tradebase.calendars.router import router as calendars_router
     from tradebase.marketdata.router import router as prices_router
     from tradebase.orders.router import router as orders_router
     from tradebase.portfolios.router import router as portfolios_router
@@ -140,5 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(portfolios_router)
     app.include_router(orders_router)
     app.include_router(prices_router)
+    app.include_router(calendars_router)
     app.include_router(audit_router)
     return app

@@ -13,7 +13,7 @@ from tradebase.config import SettingsError, get_settings
 from tradebase.credentials.cli import app as credentials_app
 from tradebase.ops.cli import app as db_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
-from tradebase.portfolios.cli import reconcile_command, snapshot_command
+from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
 
 app = typer.Typer(
     help=(
@@ -31,6 +31,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(credentials_app, name="credentials")
 app.command("reconcile")(reconcile_command)
 app.command("snapshot")(snapshot_command)
+app.command("settle")(settle_command)
 app.add_typer(orders_app, name="orders")
 app.command("positions")(positions_command)
 app.command("portfolio")(portfolio_command)

@@ -116,6 +116,11 @@ def pro_rata(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
     return quantize(_DIVISION.divide(total * part, whole))
 
 
+def divide(numerator: Decimal, denominator: Decimal) -> Decimal:
+    """*numerator* / *denominator*, rounded to the columns' 18 decimal places."""
+    return quantize(_DIVISION.divide(numerator, denominator))
+
+
 def to_text(value: Decimal) -> str:
     """Canonical plain-notation text of a Decimal (how SQLite stores it)."""
     return format(check_fits(value), "f")

@@ -102,6 +102,7 @@ class TradeRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    user_id: int
     portfolio_id: int
     order_id: int | None
     position_id: int | None

@@ -46,6 +46,7 @@ from tradebase.orders.state import CANCELLABLE, RESTING, check_move
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import CashMovementKind, Portfolio, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
+from tradebase.portfolios.settlement import settlement as settlement_service
 
 
 def _event(
@@ -581,9 +582,11 @@ class OrderService:
         cash_change: Decimal,
         at: datetime,
     ) -> bool:
-        """True if the cash can move; otherwise cancel the order, saying why, and False."""
+        """True if the fill may happen (the cash can move; a CNC sell stays within its
+        position); otherwise cancel the order, saying why, and False."""
         try:
             portfolio_service.check_cash(portfolio, cash_change)
+            settlement_service.check_fill(session, order)
         except TradebaseError as exc:
             target = check_move(order.status, OrderStatus.cancelled)
             self._write_events(
@@ -684,6 +687,7 @@ class OrderService:
     ) -> tuple[Order, bool]:
         """Insert the order row; return it (loaded, not read back) and True, or the order
         that holds the same ``client_order_id`` and False."""
+        settlement_service.check_order(session, values)  # CNC sells: portfolios/settlement.py
         connection = connection_of(session)
         stamp = utc_now()
         values = {"created_at": stamp, "updated_at": stamp, **values}

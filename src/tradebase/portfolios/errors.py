@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tradebase.core.errors import Conflict, NotFound, Unprocessable
+from tradebase.core.errors import BadRequest, Conflict, NotFound, Unprocessable
 
 
 class CloseExceedsPosition(Conflict):
@@ -23,3 +23,13 @@ class AccountNameTaken(Conflict):
 
 class InsufficientCash(Unprocessable):
     code = "insufficient_cash"
+
+
+class CncSellExceedsPosition(CloseExceedsPosition):
+    """A CNC sell for more than the open CNC position (holdings cannot be sold yet)."""
+
+    code = "cnc_sell_exceeds_position"
+
+
+class SettlementInFuture(BadRequest):
+    code = "settlement_in_future"

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from tradebase.core.ddl import BigID, ck, ck_in
 from tradebase.core.models import Base, Timestamps, created_at_column
+from tradebase.core.money import divide
 from tradebase.core.time import utc_now
 
 
@@ -177,6 +178,12 @@ class Position(Timestamps, Base):
         self.open_slot = 1 if status == PositionStatus.open else None
         return status
 
+    @property
+    def settled(self) -> bool:
+        """Closed by settling into holdings (portfolios/settlement.py). A fill that closes a
+        position leaves quantity 0; a settled row keeps the quantity and cost it moved."""
+        return self.status == PositionStatus.closed and self.quantity > 0
+
     __table_args__ = (
         UniqueConstraint(
             "portfolio_id",
@@ -210,7 +217,12 @@ class Position(Timestamps, Base):
 
 
 class Holding(Timestamps, Base):
-    """Delivery (CNC) holdings that settled from positions at the end of the trading day."""
+    """Delivery (CNC) holdings that settled from positions at the end of the trading day.
+
+    ``invested_value`` is the exact cost of the quantity held (sum of quantity x price, buy
+    fees excluded, like a position's ``cost_basis``); ``average_price`` is that cost per
+    unit, rounded to 18 places. See portfolios/settlement.py.
+    """
 
     __tablename__ = "holdings"
 
@@ -233,6 +245,27 @@ class Holding(Timestamps, Base):
         ck("quantity_nonnegative", "{num:quantity} >= 0"),
         ck("average_price_positive", "{num:average_price} > 0"),
     )
+
+    def add(self, quantity: Decimal, cost: Decimal) -> None:
+        """Take in *quantity* that cost *cost*: the average is the weighted average cost."""
+        held = self.quantity or Decimal(0)
+        invested = self.invested_value
+        if invested is None:  # a row from elsewhere (an import) may carry only the average
+            invested = held * (self.average_price or Decimal(0))
+        self.quantity = held + quantity
+        self.invested_value = invested + cost
+        self.average_price = divide(self.invested_value, self.quantity)
+
+    def mark(self, price: Decimal | None) -> None:
+        """Value the holding at *price*: current value, P&L and P&L percent (None: unknown)."""
+        self.current_price = price
+        if price is None:
+            self.current_value = self.pnl = self.pnl_percent = None
+            return
+        invested = self.invested_value or self.quantity * self.average_price
+        self.current_value = self.quantity * price
+        self.pnl = self.current_value - invested
+        self.pnl_percent = divide(self.pnl * 100, invested) if invested else Decimal(0)
 
 
 class PortfolioSnapshot(Base):

@@ -1,26 +1,34 @@
 """Rebuild positions and cash from the fills ledger and compare them with the stored rows.
 
 The ledger is the ``trades`` table (every fill, in order) plus the deposits and
-withdrawals in ``cash_movements``. Replaying it through `portfolios.pnl` must give exactly
-the open positions (quantity, cost basis, unreleased opening fees), the realized P&L per
-symbol and the cash that are stored; any difference names the row.
+withdrawals in ``cash_movements`` and the settlements of CNC positions into holdings (the
+settled position rows, see portfolios/settlement.py). Replaying it through
+`portfolios.pnl` must give exactly the open positions (quantity, cost basis, unreleased
+opening fees), the realized P&L per symbol, the holdings (quantity, invested value) and
+the cash that are stored; any difference names the row.
+
+A settlement is replayed right after the last fill of the position it settled: the
+replayed long lot leaves the position book (a later fill opens a new lot, as it opened a
+new position) and adds to the replayed holding of its symbol. The settled row must show
+what the replay moved.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tradebase.orders.models import Trade
 from tradebase.portfolios.models import (
     CashMovement,
     CashMovementKind,
+    Holding,
     Portfolio,
     Position,
     PositionMode,
@@ -34,6 +42,7 @@ ZERO = Decimal(0)
 class Report:
     portfolios: int = 0
     fills: int = 0
+    settlements: int = 0
     differences: list[str] = field(default_factory=list)
 
     @property
@@ -64,8 +73,15 @@ def reconcile(session: Session, portfolio_id: int | None = None) -> Report:
         ):
             cash += amount
         realized: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
+        stored = session.scalars(
+            select(Position).where(Position.portfolio_id == portfolio.id).order_by(Position.id)
+        ).all()
+        products = {row.id: row.product for row in stored}
+        settles_after = _settlements(session, report, portfolio, stored)
+        held: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         trades = session.execute(
             select(
+                Trade.id,
                 Trade.symbol,
                 Trade.exchange,
                 Trade.side,
@@ -78,13 +94,7 @@ def reconcile(session: Session, portfolio_id: int | None = None) -> Report:
             .where(Trade.portfolio_id == portfolio.id)
             .order_by(Trade.id)
         )
-        products: dict[int, str] = {
-            position_id: product
-            for position_id, product in session.execute(
-                select(Position.id, Position.product).where(Position.portfolio_id == portfolio.id)
-            )
-        }
-        for symbol, exchange, side, quantity, price, fee, meta, position_id in trades:
+        for trade_id, symbol, exchange, side, quantity, price, fee, meta, position_id in trades:
             key = (symbol, exchange, products.get(position_id, "NRML"))
             outcome = books[key].apply(
                 Fill(side, quantity, price, fee, closes=bool((meta or {}).get("closes")))
@@ -92,14 +102,13 @@ def reconcile(session: Session, portfolio_id: int | None = None) -> Report:
             cash += outcome.cash_change
             realized[key] += outcome.realized
             report.fills += 1
+            for row in settles_after.pop(trade_id, ()):
+                _replay_settlement(report, books[key], row, held)
         if cash != portfolio.cash_balance_usd:
             report.differences.append(
                 f"portfolio {portfolio.id}: cash {portfolio.cash_balance_usd} stored,"
                 f" {cash} from the ledger"
             )
-        stored = session.scalars(
-            select(Position).where(Position.portfolio_id == portfolio.id).order_by(Position.id)
-        ).all()
         stored_realized: dict[tuple[str, str, str], Decimal] = defaultdict(lambda: ZERO)
         open_rows: dict[tuple[str, str, str, str], Position] = {}
         for row in stored:
@@ -136,4 +145,96 @@ def reconcile(session: Session, portfolio_id: int | None = None) -> Report:
                 f"positions row {row.id} ({row.symbol} {row.direction}): open with {row.quantity},"
                 " but the fills leave nothing open"
             )
+        _compare_holdings(session, report, portfolio, held)
     return report
+
+
+def _settlements(
+    session: Session, report: Report, portfolio: Portfolio, stored: Sequence[Position]
+) -> dict[int, list[Position]]:
+    """The settled rows by the id of their last fill, after which the replay settles them."""
+    settled = [row for row in stored if row.settled]
+    if not settled:
+        return {}
+    last_fill = {
+        position_id: trade_id
+        for position_id, trade_id in session.execute(
+            select(Trade.position_id, func.max(Trade.id))
+            .where(Trade.position_id.in_([row.id for row in settled]))
+            .group_by(Trade.position_id)
+        )
+    }
+    after: dict[int, list[Position]] = defaultdict(list)
+    for row in settled:
+        if row.id in last_fill:
+            after[last_fill[row.id]].append(row)
+        else:
+            report.differences.append(
+                f"positions row {row.id} ({row.symbol} {row.direction}): settled {row.quantity}"
+                " into holdings, but no fill opened it"
+            )
+    return after
+
+
+def _replay_settlement(
+    report: Report,
+    book: Book,
+    row: Position,
+    held: dict[tuple[str, str], tuple[Decimal, Decimal]],
+) -> None:
+    report.settlements += 1
+    lot = book.lots.pop(row.direction, None)
+    if lot is None:
+        report.differences.append(
+            f"positions row {row.id} ({row.symbol} {row.direction}): settled {row.quantity}"
+            " into holdings, but the fills leave nothing open to settle"
+        )
+        return
+    for name, want, have in (
+        ("quantity", lot.quantity, row.quantity),
+        ("cost_basis", lot.cost, row.cost_basis),
+        ("fees_paid", lot.open_fees, row.fees_paid),
+    ):
+        if want != have:
+            report.differences.append(
+                f"positions row {row.id} ({row.symbol} {row.direction}, settled):"
+                f" {name} {have} stored, {want} from the fills"
+            )
+    quantity, cost = held.get((row.symbol, row.exchange), (ZERO, ZERO))
+    held[(row.symbol, row.exchange)] = (quantity + lot.quantity, cost + lot.cost)
+
+
+def _compare_holdings(
+    session: Session,
+    report: Report,
+    portfolio: Portfolio,
+    held: dict[tuple[str, str], tuple[Decimal, Decimal]],
+) -> None:
+    rows = {
+        (row.symbol, row.exchange): row
+        for row in session.scalars(
+            select(Holding).where(Holding.portfolio_id == portfolio.id).order_by(Holding.id)
+        )
+    }
+    for (symbol, exchange), (quantity, cost) in held.items():
+        found = rows.pop((symbol, exchange), None)
+        if found is None:
+            report.differences.append(
+                f"portfolio {portfolio.id}: no holding of {symbol} ({exchange}); the"
+                f" settlements put {quantity} there"
+            )
+            continue
+        for name, want, have in (
+            ("quantity", quantity, found.quantity),
+            ("invested_value", cost, found.invested_value),
+        ):
+            if want != have:
+                report.differences.append(
+                    f"holdings row {found.id} ({symbol}): {name} {have} stored,"
+                    f" {want} from the settlements"
+                )
+    for row in rows.values():
+        report.differences.append(
+            f"holdings row {row.id} ({row.symbol}): holds {row.quantity}, but no settlement"
+            " put it there"
+        )

@@ -1,25 +1,30 @@
-"""HTTP routes: trading accounts, portfolios, cash, positions and trades."""
+"""HTTP routes: trading accounts, portfolios, cash, positions, holdings, figures and trades."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Query, status
+from pydantic import AwareDatetime
 
 from tradebase.accounts.schemas import MAX_ID
 from tradebase.core.auth import Principal
 from tradebase.core.http import SessionDep, require
+from tradebase.orders.models import OrderSide
 from tradebase.orders.schemas import TradeRead
 from tradebase.orders.service import order as order_service
+from tradebase.orders.trades import trade as trade_service
 from tradebase.portfolios import schemas
 from tradebase.portfolios.service import account as account_service
 from tradebase.portfolios.service import portfolio as portfolio_service
+from tradebase.portfolios.settlement import settlement as settlement_service
 
 router = APIRouter(prefix="/api/v1")
 ReadPortfolio = Annotated[Principal, Depends(require("read:portfolio"))]
 WritePortfolio = Annotated[Principal, Depends(require("write:portfolio"))]
 AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
 PortfolioId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MAX_BIG_ID = 2**63 - 1  # trades ids are 64-bit
 
 
 @router.get("/accounts", tags=["accounts"], response_model=list[schemas.AccountRead])
@@ -164,3 +169,82 @@ def list_snapshots(
     """The equity curve."""
     rows = portfolio_service.snapshots(session, principal, portfolio_id)
     return [schemas.SnapshotRead.model_validate(r) for r in rows]
+
+
+@router.get(
+    "/portfolios/{portfolio_id}/holdings",
+    tags=["portfolios"],
+    response_model=list[schemas.HoldingRead],
+)
+def list_holdings(
+    portfolio_id: PortfolioId, principal: ReadPortfolio, session: SessionDep
+) -> list[schemas.HoldingRead]:
+    """Delivery (CNC) holdings: what settled from positions at the end of its trading day."""
+    rows = settlement_service.holdings(session, principal, portfolio_id)
+    return [schemas.HoldingRead.model_validate(h) for h in rows]
+
+
+@router.post(
+    "/portfolios/{portfolio_id}/settle",
+    tags=["portfolios"],
+    response_model=schemas.SettlementRead,
+    responses={
+        400: {"description": "`at` is in the future (settlement_in_future)"},
+        404: {"description": "no such portfolio of yours (portfolio_not_found)"},
+    },
+)
+def settle(
+    portfolio_id: PortfolioId,
+    principal: WritePortfolio,
+    session: SessionDep,
+    at: Annotated[
+        AwareDatetime | None, Query(description="Settle as of this moment (default: now).")
+    ] = None,
+) -> schemas.SettlementRead:
+    """Move the open CNC positions whose trading day has ended into holdings (again: no-op)."""
+    report = settlement_service.settle(
+        session, portfolio_id=portfolio_id, at=at, principal=principal
+    )
+    return schemas.SettlementRead.model_validate(report)
+
+
+@router.get(
+    "/portfolios/{portfolio_id}/metrics", tags=["portfolios"], response_model=schemas.MetricsRead
+)
+def read_metrics(
+    portfolio_id: PortfolioId, principal: ReadPortfolio, session: SessionDep
+) -> schemas.MetricsRead:
+    """Cash, value, total and daily P&L, Sharpe, max drawdown and win rate, now."""
+    return schemas.MetricsRead.model_validate(
+        portfolio_service.figures(session, principal, portfolio_id)
+    )
+
+
+@router.get("/trades", tags=["trades"], response_model=list[TradeRead])
+def list_all_trades(
+    principal: ReadPortfolio,
+    session: SessionDep,
+    portfolio_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    symbol: Annotated[str | None, Query(max_length=50)] = None,
+    side: OrderSide | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    after_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_BIG_ID, description="Cursor: the last id of the previous page."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[TradeRead]:
+    """Your fills across portfolios, newest first; pass the last id as ``after_id``."""
+    rows = trade_service.list(
+        session,
+        principal,
+        portfolio_id=portfolio_id,
+        symbol=symbol,
+        side=side,
+        since=since,
+        until=until,
+        after_id=after_id,
+        limit=limit,
+    )
+    return [TradeRead.model_validate(t) for t in rows]

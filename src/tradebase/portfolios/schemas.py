@@ -110,6 +110,9 @@ class PositionRead(BaseModel):
     exit_price: Decimal | None
     opened_at: datetime
     closed_at: datetime | None
+    settled: bool = Field(
+        description="Closed by settling into holdings (CNC); the row keeps what it moved."
+    )
 
 
 class SnapshotRead(BaseModel):
@@ -124,3 +127,65 @@ class SnapshotRead(BaseModel):
     pnl_24h: Decimal | None
     pnl_7d: Decimal | None
     pnl_30d: Decimal | None
+
+
+class HoldingRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    portfolio_id: int
+    symbol: str
+    exchange: str
+    quantity: Decimal
+    average_price: Decimal = Field(description="Weighted average cost per unit, fees excluded.")
+    invested_value: Decimal | None = Field(description="Exact cost of the quantity held.")
+    current_price: Decimal | None
+    current_value: Decimal | None
+    pnl: Decimal | None
+    pnl_percent: Decimal | None
+    updated_at: datetime
+
+
+class MetricsRead(BaseModel):
+    """A portfolio's figures now, as a snapshot taken now would record them."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    portfolio_id: int
+    at: datetime
+    base_currency: str
+    cash: Decimal
+    positions_value: Decimal
+    holdings_value: Decimal
+    total_value: Decimal
+    net_deposits: Decimal
+    total_pnl: Decimal
+    total_pnl_percent: Decimal
+    daily_pnl: Decimal | None = Field(description="None until a snapshot is a day old.")
+    sharpe_ratio: Decimal | None
+    max_drawdown: Decimal | None
+    win_rate: Decimal | None
+    closing_trades: int
+
+
+class SettledRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    portfolio_id: int
+    position_id: int
+    holding_id: int
+    symbol: str
+    exchange: str
+    quantity: Decimal
+    cost: Decimal
+    holding_quantity: Decimal
+    average_price: Decimal
+
+
+class SettlementRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    settled: list[SettledRead]
+    waiting: int = Field(description="Open CNC positions whose trading day has not ended.")
+    held: int = Field(description="Open CNC positions that a working CNC sell order is selling.")

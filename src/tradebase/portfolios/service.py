@@ -40,7 +40,7 @@ from tradebase.portfolios.models import (
 )
 
 if TYPE_CHECKING:
-    from tradebase.portfolios.valuation import EquityPoint
+    from tradebase.portfolios.valuation import EquityPoint, Figures
 
 ZERO = Decimal(0)
 
@@ -298,6 +298,12 @@ class PortfolioService:
         require_writer(principal)
         portfolio = self.get(session, principal, portfolio_id, lock=True)
         return snapshot(session, portfolio, at or utc_now())
+
+    def figures(self, session: Session, principal: Principal, portfolio_id: int) -> Figures:
+        """The portfolio's figures now, computed as a snapshot would, recording nothing."""
+        from tradebase.portfolios.valuation import figures
+
+        return figures(session, self.get(session, principal, portfolio_id), utc_now())
 
     def apply_fill(
         self,

@@ -1,5 +1,6 @@
-"""Portfolio numbers: marking positions to the latest price, equity, snapshots and the
-performance figures (DESIGN.md §4: equity = cash + sum of signed quantity x price)."""
+"""Portfolio numbers: marking positions and holdings to the latest price, equity,
+snapshots and the performance figures (DESIGN.md §4: equity = cash + sum of signed
+quantity x price, over the open positions and the holdings)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tradebase.core.money import quantize
+from tradebase.core.time import ensure_utc
 from tradebase.orders.models import Trade
 from tradebase.portfolios import metrics
 from tradebase.portfolios.models import (
     CashMovement,
     CashMovementKind,
+    Holding,
     Portfolio,
     PortfolioSnapshot,
     Position,
@@ -28,7 +31,8 @@ ZERO = Decimal(0)
 
 
 def mark(session: Session, *, symbol: str, exchange: str, price: Decimal) -> int:
-    """Move every open position in *symbol* to *price*: current price and unrealized P&L."""
+    """Move every open position and holding in *symbol* to *price*: current price and
+    (unrealized) P&L. Returns the positions moved."""
     rows = session.scalars(
         select(Position).where(
             Position.symbol == symbol,
@@ -44,19 +48,25 @@ def mark(session: Session, *, symbol: str, exchange: str, price: Decimal) -> int
         row.unrealized_pnl_percent = (
             quantize(unrealized * 100 / row.cost_basis) if row.cost_basis else ZERO
         )
+    for holding in session.scalars(
+        select(Holding).where(Holding.symbol == symbol, Holding.exchange == exchange)
+    ):
+        holding.mark(price)
     return len(rows)
 
 
 @dataclass(frozen=True)
 class Valuation:
     cash: Decimal
-    positions_value: Decimal  # sum of signed quantity x price
+    positions_value: Decimal  # sum of signed quantity x price of the open positions
     total: Decimal
-    holdings: dict[str, Any]
+    holdings: dict[str, Any]  # what the snapshot keeps: every position and holding
+    holdings_value: Decimal = ZERO  # sum of quantity x price of the holdings (CNC, settled)
 
 
 def value(session: Session, portfolio: Portfolio) -> Valuation:
-    """Equity now: cash plus every open position at its last price (entry price if none)."""
+    """Equity now: cash plus every open position at its last price (entry price if none)
+    plus every holding at its last price (average price if none)."""
     rows = session.scalars(
         select(Position)
         .where(Position.portfolio_id == portfolio.id, Position.status == PositionStatus.open)
@@ -74,8 +84,22 @@ def value(session: Session, portfolio: Portfolio) -> Valuation:
             "price": str(price),
             "value": str(worth),
         }
+    holdings_value = ZERO
+    for held in session.scalars(
+        select(Holding).where(Holding.portfolio_id == portfolio.id).order_by(Holding.id)
+    ):
+        price = held.current_price or held.average_price
+        worth = held.quantity * price
+        holdings_value += worth
+        holdings[f"{held.symbol}:{held.exchange}:holding"] = {
+            "quantity": str(held.quantity),
+            "price": str(price),
+            "value": str(worth),
+        }
     cash = portfolio.cash_balance_usd
-    return Valuation(cash, positions_value, cash + positions_value, holdings)
+    return Valuation(
+        cash, positions_value, cash + positions_value + holdings_value, holdings, holdings_value
+    )
 
 
 def _value_before(session: Session, portfolio_id: int, moment: datetime) -> Decimal | None:
@@ -91,6 +115,10 @@ def _value_before(session: Session, portfolio_id: int, moment: datetime) -> Deci
 
 def daily_curve(session: Session, portfolio_id: int) -> list[Decimal]:
     """The last snapshot of each UTC day, in order: the equity curve of the metrics."""
+    return list(_last_of_each_day(session, portfolio_id).values())
+
+
+def _last_of_each_day(session: Session, portfolio_id: int) -> dict[Any, Decimal]:
     rows = session.execute(
         select(
             PortfolioSnapshot.snapshot_date,
@@ -103,7 +131,29 @@ def daily_curve(session: Session, portfolio_id: int) -> list[Decimal]:
     last_of_day: dict[Any, Decimal] = {}
     for day, _moment, total in rows:
         last_of_day[day] = total
-    return list(last_of_day.values())
+    return last_of_day
+
+
+def _net_deposits(session: Session, portfolio_id: int) -> Decimal:
+    return (
+        session.scalar(
+            select(func.coalesce(func.sum(CashMovement.amount), 0)).where(
+                CashMovement.portfolio_id == portfolio_id,
+                CashMovement.kind.in_([CashMovementKind.deposit, CashMovementKind.withdrawal]),
+            )
+        )
+        or ZERO
+    )
+
+
+def _closing_pnls(session: Session, portfolio_id: int) -> list[Decimal]:
+    return [
+        pnl
+        for pnl in session.scalars(
+            select(Trade.pnl).where(Trade.portfolio_id == portfolio_id, Trade.pnl.is_not(None))
+        )
+        if pnl is not None
+    ]
 
 
 def snapshot(session: Session, portfolio: Portfolio, at: datetime) -> PortfolioSnapshot:
@@ -130,15 +180,7 @@ def snapshot(session: Session, portfolio: Portfolio, at: datetime) -> PortfolioS
     )
     session.add(row)
     session.flush()
-    invested = (
-        session.scalar(
-            select(func.coalesce(func.sum(CashMovement.amount), 0)).where(
-                CashMovement.portfolio_id == portfolio.id,
-                CashMovement.kind.in_([CashMovementKind.deposit, CashMovementKind.withdrawal]),
-            )
-        )
-        or ZERO
-    )
+    invested = _net_deposits(session, portfolio.id)
     portfolio.total_value_usd = valuation.total
     portfolio.total_pnl = valuation.total - invested
     portfolio.total_pnl_percent = (
@@ -148,14 +190,7 @@ def snapshot(session: Session, portfolio: Portfolio, at: datetime) -> PortfolioS
     curve = daily_curve(session, portfolio.id)
     portfolio.sharpe_ratio = metrics.sharpe_ratio(curve, portfolio.periods_per_year)
     portfolio.max_drawdown = metrics.max_drawdown(curve)
-    closing = [
-        pnl
-        for pnl in session.scalars(
-            select(Trade.pnl).where(Trade.portfolio_id == portfolio.id, Trade.pnl.is_not(None))
-        )
-        if pnl is not None
-    ]
-    portfolio.win_rate = metrics.win_rate(closing)
+    portfolio.win_rate = metrics.win_rate(_closing_pnls(session, portfolio.id))
     return row
 
 
@@ -209,3 +244,55 @@ def equity_curve(session: Session, portfolio: Portfolio) -> list[EquityPoint]:
             )
         )
     return points
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A portfolio's numbers at a moment, as a snapshot taken then would record them."""
+
+    portfolio_id: int
+    base_currency: str
+    at: datetime
+    cash: Decimal
+    positions_value: Decimal
+    holdings_value: Decimal
+    total_value: Decimal
+    net_deposits: Decimal
+    total_pnl: Decimal
+    total_pnl_percent: Decimal
+    daily_pnl: Decimal | None  # None: no snapshot a day old to compare with
+    sharpe_ratio: Decimal | None
+    max_drawdown: Decimal | None
+    win_rate: Decimal | None
+    closing_trades: int
+
+
+def figures(session: Session, portfolio: Portfolio, at: datetime) -> Figures:
+    """The figures at *at* (now) without recording anything: the value now, total P&L
+    against the net deposits, the change since the last snapshot a day before, Sharpe and
+    max drawdown over the daily equity curve with the value now as today's last point,
+    and the win rate of the closing fills."""
+    valuation = value(session, portfolio)
+    invested = _net_deposits(session, portfolio.id)
+    total_pnl = valuation.total - invested
+    before = _value_before(session, portfolio.id, at - timedelta(days=1))
+    curve = _last_of_each_day(session, portfolio.id)
+    curve[ensure_utc(at).date()] = valuation.total
+    closing = _closing_pnls(session, portfolio.id)
+    return Figures(
+        portfolio_id=portfolio.id,
+        base_currency=portfolio.base_currency,
+        at=at,
+        cash=valuation.cash,
+        positions_value=valuation.positions_value,
+        holdings_value=valuation.holdings_value,
+        total_value=valuation.total,
+        net_deposits=invested,
+        total_pnl=total_pnl,
+        total_pnl_percent=quantize(total_pnl * 100 / invested) if invested else ZERO,
+        daily_pnl=None if before is None else valuation.total - before,
+        sharpe_ratio=metrics.sharpe_ratio(list(curve.values()), portfolio.periods_per_year),
+        max_drawdown=metrics.max_drawdown(list(curve.values())),
+        win_rate=metrics.win_rate(closing),
+        closing_trades=len(closing),
+    )
