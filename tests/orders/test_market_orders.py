@@ -186,6 +186,38 @@ def test_a_client_order_id_places_one_order(session: Session) -> None:
     )
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_client_order_id_inserted_by_another_process_after_the_check_returns_that_order(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window between the look-up under the portfolio lock and the INSERT: the unique
+    # index refuses the second row, the savepoint takes only that INSERT back, and the
+    # transaction goes on. (SQLite has no such window: the writer holds the write lock.)
+    who = _trader(session)
+    portfolio = _funded_portfolio(session, who)
+    first = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy",
+        quantity=D(1), price=D(50), client_order_id="race-1",
+    )  # fmt: skip
+    real = order_service._by_client_id
+    misses = iter([None, None])  # both look-ups before the INSERT miss it
+    monkeypatch.setattr(order_service, "_by_client_id", lambda *a: next(misses, None) or real(*a))
+    again = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy",
+        quantity=D(1), price=D(50), client_order_id="race-1",
+    )  # fmt: skip
+    assert again.id == first.id
+    monkeypatch.undo()
+    other = order_service.place(  # the transaction is still usable
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy",
+        quantity=D(1), price=D(50), client_order_id="race-2",
+    )  # fmt: skip
+    trades = session.scalars(
+        select(Trade.order_id).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
+    ).all()
+    assert trades == [first.id, other.id]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_client_order_id_replayed_from_8_threads_fills_once(
     scratch_factory: ScratchFactory, backend: str

@@ -272,6 +272,20 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return format(number, "f")
         return number
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        fallback = self.process_bind_param
+
+        def process(value: Any) -> str | None:
+            # Every decimal bound on SQLite passes here: a Decimal goes straight to its
+            # canonical text, anything else through process_bind_param.
+            if type(value) is Decimal and value.is_finite():
+                return format(check_fits(value), "f")
+            return fallback(value, dialect)  # type: ignore[no-any-return]
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None

@@ -110,12 +110,15 @@ class Prepared:
 
     @staticmethod
     def _args(compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            (processor(params[name]) if processor else params[name])
-            if name is not None
-            else literal
-            for name, literal, processor in compiled.binds
-        )
+        try:
+            return tuple(
+                (processor(params[name]) if processor else params[name])
+                if name is not None
+                else literal
+                for name, literal, processor in compiled.binds
+            )
+        except (TypeError, ValueError) as error:  # a value its column type refuses
+            raise exc.StatementError(str(error), compiled.sql, dict(params), error) from error
 
     def _compile(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
         key = (dialect.name, tuple(sorted(params)))
@@ -169,15 +172,19 @@ class Prepared:
 
 def connection_of(on: Session | Connection) -> Connection:
     """The connection of *on*: ``session.connection()``, remembered for the session's
-    transaction (asking the session costs more than running a prepared statement)."""
+    current transaction (asking the session costs more than running a prepared statement).
+
+    Keyed by the innermost transaction too: a ``begin_nested()`` emits its SAVEPOINT only
+    when the session is asked for its connection.
+    """
     if isinstance(on, Connection):
         return on
-    transaction = on.get_transaction()
+    key = (on.get_transaction(), on.get_nested_transaction())
     remembered = on.info.get(_CONNECTION)
-    if remembered is not None and transaction is not None and remembered[0] is transaction:
+    if remembered is not None and key[0] is not None and remembered[0] == key:
         return cast(Connection, remembered[1])
     connection = on.connection()
-    on.info[_CONNECTION] = (on.get_transaction(), connection)
+    on.info[_CONNECTION] = ((on.get_transaction(), on.get_nested_transaction()), connection)
     return connection
 
 

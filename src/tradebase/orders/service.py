@@ -696,8 +696,8 @@ class OrderService:
         race = values["client_order_id"] is not None and connection.dialect.name != "sqlite"
         try:
             if race:
-                with session.begin_nested():
-                    order_id = _INSERT_ORDER.scalar(connection, values)
+                with session.begin_nested():  # the session, so that it emits the SAVEPOINT
+                    order_id = _INSERT_ORDER.scalar(session, values)
             else:
                 order_id = _INSERT_ORDER.scalar(connection, values)
         except IntegrityError:
