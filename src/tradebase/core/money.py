@@ -20,6 +20,7 @@ are refused on the way in rather than rounded.
 
 from __future__ import annotations
 
+import decimal
 import sqlite3
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
@@ -40,6 +41,15 @@ _DIVISION = Context(prec=PRECISION + SCALE + 2)
 _QUANTUM = Decimal(1).scaleb(-SCALE)
 _ZERO = Decimal(0)
 SQLITE_COLLATION = "tb_decimal"
+
+# Python computes with 28 significant digits unless told otherwise, and a NUMERIC(38, 18)
+# amount has up to 38: an 11-digit cost less an 18-place share, or a large cash balance
+# moved by a fee, would be rounded. Every Tradebase computation runs with room for the
+# product of two such numbers: the current context (which asyncio tasks inherit) and the
+# default that new threads start from. Only precision grows; rounding stays half-even.
+ARITHMETIC_PRECISION = 2 * PRECISION + 4
+decimal.DefaultContext.prec = max(decimal.DefaultContext.prec, ARITHMETIC_PRECISION)
+decimal.getcontext().prec = max(decimal.getcontext().prec, ARITHMETIC_PRECISION)
 
 
 def to_decimal(value: Decimal | int | str | float) -> Decimal:

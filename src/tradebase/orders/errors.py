@@ -34,3 +34,9 @@ class AmendRefused(Unprocessable):
 
 class MarketClosed(Unprocessable):
     code = "market_closed"
+
+
+class FillTooPrecise(Unprocessable):
+    """A fill whose value (quantity x price) needs more decimal places than are kept."""
+
+    code = "fill_too_precise"

@@ -20,13 +20,14 @@ from tradebase.calendars.service import is_open
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.models import attach
-from tradebase.core.money import quantize
+from tradebase.core.money import check_fits, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
     AmendRefused,
     ClientOrderIdTaken,
+    FillTooPrecise,
     MarketClosed,
     OrderNotFound,
     OrderRejected,
@@ -192,6 +193,7 @@ class OrderService:
                 symbol=symbol, exchange=exchange, side=side, quantity=quantity, price_hint=price
             )
             fill = pnl.Fill(side, execution.quantity, execution.price, execution.fee)
+            check_storable(fill)
             portfolio_service.check_cash(portfolio, fill.cash_change)
         except TradebaseError as exc:
             refusal = exc
@@ -940,6 +942,19 @@ class OrderService:
         return session.scalars(
             select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
         ).all()
+
+
+def check_storable(fill: pnl.Fill) -> None:
+    """Refuse a fill whose value the ledger cannot hold exactly (18 decimal places): the
+    paper broker's slipped price times a many-decimal quantity can need more."""
+    try:
+        check_fits(fill.value)
+    except ValueError as exc:
+        raise FillTooPrecise(
+            f"the fill's value {fill.quantity} x {fill.price} = {fill.value} {exc}: use fewer"
+            " decimal places in the quantity or the price",
+            details={"quantity": str(fill.quantity), "price": str(fill.price)},
+        ) from None
 
 
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})
