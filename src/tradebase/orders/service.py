@@ -20,7 +20,7 @@ from tradebase.calendars.service import is_open
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.models import attach
-from tradebase.core.money import quantize
+from tradebase.core.money import canonical, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.marketdata.models import PriceData
@@ -748,7 +748,11 @@ class OrderService:
         execution: Execution,
         now: datetime,
     ) -> int:
-        """Book an execution of a new order: position, trade and cash (Core statements)."""
+        """Book an execution of a new order: position, trade and cash (Core statements).
+
+        A CNC sell that drew on a holding records that part in the trade's metadata,
+        ``{"holding": {"quantity", "cost", "fee", "pnl"}}``; the trade's ``pnl`` is the
+        realized P&L of both parts (`tradebase reconcile` replays it from there)."""
         fill = pnl.Fill(order["side"], execution.quantity, execution.price, execution.fee)
         effect = portfolio_service.apply_fill(
             session,
@@ -766,7 +770,7 @@ class OrderService:
             {
                 "created_at": created,
                 "updated_at": created,
-                "metadata": {},
+                "metadata": {} if effect.holding is None else {"holding": _sold(effect.holding)},
                 "user_id": order["user_id"],
                 "portfolio_id": portfolio.id,
                 "order_id": order["id"],
@@ -940,6 +944,18 @@ class OrderService:
         return session.scalars(
             select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
         ).all()
+
+
+def _sold(sale: pnl.HoldingSale) -> dict[str, str]:
+    return {
+        name: str(canonical(value))
+        for name, value in (
+            ("quantity", sale.quantity),
+            ("cost", sale.cost),
+            ("fee", sale.fee),
+            ("pnl", sale.realized),
+        )
+    }
 
 
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})

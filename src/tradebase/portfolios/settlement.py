@@ -199,8 +199,9 @@ class SettlementService:
         ).all()
 
     def check_order(self, session: Session, order: Mapping[str, Any]) -> None:
-        """Refuse placing a CNC sell for more than the open CNC long position (an order
-        being inserted, as column values). Other orders pass without a query."""
+        """Refuse placing a CNC sell for more than the open CNC long position and the
+        holding cover (an order being inserted, as column values). Other orders pass
+        without a query."""
         if (
             order.get("product") != Product.CNC
             or order.get("side") != OrderSide.sell
@@ -212,8 +213,8 @@ class SettlementService:
         )
 
     def check_fill(self, session: Session, order: Order) -> None:
-        """Refuse filling a resting or twap/vwap CNC sell when the open CNC long position no
-        longer covers what is left of the order."""
+        """Refuse filling a resting or twap/vwap CNC sell when the open CNC long position and
+        the holding no longer cover what is left of the order."""
         if order.product != Product.CNC or order.side != OrderSide.sell:
             return
         assert order.portfolio_id is not None
@@ -229,6 +230,7 @@ class SettlementService:
         self, session: Session, portfolio_id: int, symbol: str, exchange: str, quantity: Decimal
     ) -> None:
         mode = session.scalar(select(Portfolio.position_mode).where(Portfolio.id == portfolio_id))
+        hedging = mode == PositionMode.hedging
         have = (
             session.scalar(
                 select(Position.quantity).where(
@@ -240,8 +242,8 @@ class SettlementService:
             )
             or ZERO
         )
-        if mode != PositionMode.hedging and quantity <= have:
-            return
+        if not hedging and quantity <= have:
+            return  # the position covers it: the holding is not read
         held = (
             session.scalar(
                 select(Holding.quantity).where(
@@ -259,15 +261,24 @@ class SettlementService:
             "open": str(have),
             "holding": str(held),
         }
-        if mode == PositionMode.hedging:
+        if hedging and have:
             raise CncSellExceedsPosition(
-                "a CNC sell in a hedging portfolio would open a short: delivery sells need a"
-                " netting portfolio",
+                f"a CNC sell in a hedging portfolio sells from the holding only, and not while"
+                f" a CNC long of {symbol} is open ({have}): an order cannot reduce a hedging"
+                " position; sell once it has settled",
+                details=details,
+            )
+        if quantity <= have + held:  # in a hedging portfolio, have is 0 here
+            return
+        if hedging:
+            raise CncSellExceedsPosition(
+                f"a CNC sell of {quantity} {symbol} in a hedging portfolio sells from the"
+                f" holding only, which holds {held}: CNC sells cannot go short",
                 details=details,
             )
         raise CncSellExceedsPosition(
-            f"a CNC sell of {quantity} {symbol} is more than the open CNC position ({have});"
-            f" holdings ({held} settled) cannot be sold yet",
+            f"a CNC sell of {quantity} {symbol} is more than the open CNC position ({have})"
+            f" and the holding ({held}) together: CNC sells cannot go short",
             details=details,
         )
 
@@ -302,17 +313,23 @@ class SettlementService:
             )
             if position_id is not None and moment is not None
         }
-        selling = {
-            (symbol, exchange)
-            for symbol, exchange in session.execute(
-                select(Order.symbol, Order.exchange).where(
-                    Order.portfolio_id == portfolio.id,
-                    Order.product == Product.CNC,
-                    Order.side == OrderSide.sell,
-                    Order.status.in_(WORKING),
+        # A working CNC sell holds back the position it sells; in a hedging portfolio it
+        # sells the holding only, so it holds nothing back.
+        selling = (
+            set()
+            if portfolio.position_mode == PositionMode.hedging
+            else {
+                (symbol, exchange)
+                for symbol, exchange in session.execute(
+                    select(Order.symbol, Order.exchange).where(
+                        Order.portfolio_id == portfolio.id,
+                        Order.product == Product.CNC,
+                        Order.side == OrderSide.sell,
+                        Order.status.in_(WORKING),
+                    )
                 )
-            )
-        }
+            }
+        )
         for row in rows:
             last = last_fills.get(row.id, row.opened_at)
             if row.exchange not in calendars:
