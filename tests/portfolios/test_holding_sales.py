@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal as D  # noqa: N817 - the hand-worked figures read better
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from tests.portfolios.test_settlement import (
@@ -36,6 +36,7 @@ from tradebase.orders.models import Order, Trade
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.errors import CncSellExceedsPosition
 from tradebase.portfolios.models import Holding, Portfolio, Position
+from tradebase.portfolios.reconcile import reconcile
 from tradebase.portfolios.service import account as account_service
 from tradebase.portfolios.service import portfolio as portfolio_service
 from tradebase.portfolios.settlement import settle
@@ -220,6 +221,9 @@ def test_a_holding_sold_out_is_deleted_and_the_next_settlement_starts_a_new_one(
         D(190),
         D(95),
     )
+    report = reconcile(session, portfolio.id)
+    assert report.ok, report.differences
+    assert (report.fills, report.settlements, report.holding_sales) == (3, 2, 1)
 
 
 def _bar(when: datetime, o: str, h: str, low: str, c: str) -> list[BarIn]:
@@ -283,6 +287,7 @@ def test_a_resting_cnc_sell_fills_from_the_position_and_the_holding(
     )
     # 8999 - 315.315 + 1344 - 1.344
     assert portfolio.cash_balance_usd == D("10026.341")
+    assert reconcile(session, portfolio.id).ok
 
 
 def test_a_twap_cnc_sell_draws_on_the_holding_child_by_child(
@@ -339,6 +344,7 @@ def test_a_twap_cnc_sell_draws_on_the_holding_child_by_child(
     ]
     assert _position(session, position_id).realized_pnl == D("14.355")
     assert _holding(session, portfolio) == (D(5), D(500), D(100))
+    assert reconcile(session, portfolio.id).ok
 
 
 def test_a_hedging_portfolio_sells_the_holding_only(session: Session, clock: Clock) -> None:
@@ -381,3 +387,71 @@ def test_a_hedging_portfolio_sells_the_holding_only(session: Session, clock: Clo
     assert _holding(session, portfolio) == (D(2), D(204), D(102))
     assert limit.status == "open"
     assert portfolio.cash_balance_usd == D(806)  # 1000 - 200 + 110 - 104
+    report = reconcile(session, portfolio.id)
+    assert report.ok, report.differences
+    assert (report.settlements, report.holding_sales) == (2, 1)
+
+
+def test_reconcile_replays_the_holding_sales_and_names_a_hand_edit(
+    session: Session, clock: Clock
+) -> None:
+    who, portfolio = _tuesday(session, clock)  # sold 4 of the 10 held, 3 open today
+    with pytest.raises(CncSellExceedsPosition):
+        _trade(session, clock, who, portfolio, _utc(24, 5), "sell", "12", "112")
+    sell = _trade(session, clock, who, portfolio, _utc(24, 5), "sell", "8", "112")
+    [holding] = _holdings(session, portfolio)
+    trade = _trade_of(session, sell)
+
+    report = reconcile(session, portfolio.id)
+
+    assert report.ok, report.differences
+    # buy 10, sell 4, buy 3, sell 8 (the refused sell wrote nothing); one settlement
+    assert (report.fills, report.settlements, report.holding_sales) == (4, 1, 2)
+    for table, change, undo, named in (
+        (
+            "holdings",
+            "quantity = quantity + 1",
+            "quantity = quantity - 1",
+            f"holdings row {holding.id} (INFY): quantity 2 stored, 1 from the settlements"
+            " and sales",
+        ),
+        (
+            "holdings",
+            "invested_value = invested_value - 10",
+            "invested_value = invested_value + 10",
+            f"holdings row {holding.id} (INFY): invested_value 90 stored, 100 from the"
+            " settlements and sales",
+        ),
+        (
+            "trades",
+            "pnl = pnl + 1",
+            "pnl = pnl - 1",
+            f"trades row {trade.id} (INFY sell): pnl 80.789 stored, 79.789 from the replay",
+        ),
+    ):
+        row_id = holding.id if table == "holdings" else trade.id
+        session.execute(text(f"UPDATE {table} SET {change} WHERE id = :id"), {"id": row_id})
+        session.expire_all()
+        assert reconcile(session, portfolio.id).differences == [named]
+        session.execute(text(f"UPDATE {table} SET {undo} WHERE id = :id"), {"id": row_id})
+        session.expire_all()
+    assert reconcile(session, portfolio.id).ok
+    # A sold-out holding put back by hand is named too.
+    _trade(session, clock, who, portfolio, _utc(24, 6), "sell", "1", "100")
+    assert _holdings(session, portfolio) == []
+    assert reconcile(session, portfolio.id).ok
+    session.add(
+        Holding(
+            portfolio_id=portfolio.id,
+            symbol="INFY",
+            exchange="NSE",
+            quantity=D(1),
+            average_price=D(100),
+            invested_value=D(100),
+        )
+    )
+    session.flush()
+    [restored] = _holdings(session, portfolio)
+    assert reconcile(session, portfolio.id).differences == [
+        f"holdings row {restored.id} (INFY): holds 1, but the sales sold it out"
+    ]

@@ -350,7 +350,7 @@ def test_reconcile_passes_after_settlement_and_names_a_hand_edit(
     )
     session.expire_all()
     assert reconcile(session, portfolio.id).differences == [
-        f"holdings row {holding.id} (INFY): quantity 18 stored, 17 from the settlements"
+        f"holdings row {holding.id} (INFY): quantity 18 stored, 17 from the settlements and sales"
     ]
 
 
