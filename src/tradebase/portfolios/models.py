@@ -221,7 +221,8 @@ class Holding(Timestamps, Base):
 
     ``invested_value`` is the exact cost of the quantity held (sum of quantity x price, buy
     fees excluded, like a position's ``cost_basis``); ``average_price`` is that cost per
-    unit, rounded to 18 places. See portfolios/settlement.py.
+    unit, rounded to 18 places. A CNC sell draws on it at that average, and a holding
+    sold out is deleted. See portfolios/settlement.py.
     """
 
     __tablename__ = "holdings"
