@@ -465,6 +465,8 @@ class PortfolioService:
         fill: pnl.Fill,
         at: datetime,
     ) -> pnl.HoldingSale:
+        # A Core read, no autoflush: the order path's CNC checks (settlement.check_order,
+        # check_fill) queried through the ORM just before, which flushed the session.
         connection = connection_of(session)
         found = _HOLDING.rows(
             connection, {"pid": portfolio.id, "symbol": symbol, "exchange": exchange}
