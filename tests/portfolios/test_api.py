@@ -171,7 +171,8 @@ def test_settle_then_holdings_metrics_and_trades(live: LiveServer) -> None:
         assert listed(after_id=first_page[-1]["id"]) == ["100"]
         assert http.get("/api/v1/trades", headers=bearer(other_key)).json() == []
 
-        # Another user's portfolio is not found; a CNC sell beyond the position is refused.
+        # Another user's portfolio is not found; a CNC sell beyond the position and the
+        # holding is refused.
         for method, path in (
             ("GET", f"/api/v1/portfolios/{pid}/holdings"),
             ("GET", f"/api/v1/portfolios/{pid}/metrics"),
@@ -187,7 +188,7 @@ def test_settle_then_holdings_metrics_and_trades(live: LiveServer) -> None:
                 "symbol": "INFY",
                 "exchange": "NSE",
                 "side": "sell",
-                "quantity": "1",
+                "quantity": "16",
                 "order_type": "limit",
                 "price": "120",
                 "product": "CNC",
@@ -201,7 +202,7 @@ def test_settle_then_holdings_metrics_and_trades(live: LiveServer) -> None:
         assert error["details"] == {
             "product": "CNC",
             "symbol": "INFY",
-            "requested": "1",
+            "requested": "16",
             "open": "0",
             "holding": "15",
         }

@@ -8,8 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradebase.portfolios.errors import CloseExceedsPosition
-from tradebase.portfolios.pnl import Book, Fill, Lot, apply_netting
+from tradebase.portfolios.errors import CloseExceedsPosition, CncSellExceedsPosition
+from tradebase.portfolios.pnl import (
+    Book,
+    Fill,
+    Held,
+    HoldingSale,
+    Lot,
+    apply_netting,
+    sell_holding,
+    split_cnc_sell,
+)
 
 
 def test_average_cost_partial_close_reversal_and_a_short_closed_at_a_loss() -> None:
@@ -78,6 +87,42 @@ def test_unrealized_pnl_follows_the_price() -> None:
     assert long.unrealized(D(105)) == D(4200) - D(4120) - D(4)
     short = Lot("short", D(20), D(2000), D(2))
     assert short.unrealized(D(95)) == D(2000) - D(1900) - D(2)
+
+
+def test_a_cnc_sell_takes_the_open_position_first_then_the_holding() -> None:
+    # Sell 8 @ 112, fee 0.896, with 3 open today: 3 from the position with 3/8 of the fee
+    # (0.336), the other 5 from the holding with the rest (0.56).
+    fill = Fill("sell", D(8), D(112), D("0.896"))
+    assert split_cnc_sell(D(3), fill) == (
+        Fill("sell", D(3), D(112), D("0.336")),
+        Fill("sell", D(5), D(112), D("0.56")),
+    )
+    assert split_cnc_sell(D(8), fill) == (fill, None)  # the position covers it all
+    assert split_cnc_sell(D(0), fill) == (None, fill)  # nothing open: all from the holding
+    with pytest.raises(ValueError):
+        split_cnc_sell(D(3), Fill("buy", D(1), D(1)))
+
+
+def test_a_holding_sells_at_its_average_with_the_sell_fee_only() -> None:
+    # 6 held for 600 (average 100); sell 5 @ 112 with fee 0.56: cost 500, 560 - 500 - 0.56.
+    sale, left = sell_holding(Held(D(6), D(600)), Fill("sell", D(5), D(112), D("0.56")))
+    assert sale == HoldingSale(D(5), D(112), D(500), D("0.56"))
+    assert (sale.realized, sale.cash_change) == (D("59.44"), D("559.44"))
+    assert left == Held(D(1), D(100))
+    sale, left = sell_holding(Held(D(1), D(100)), Fill("sell", D(1), D(90)))
+    assert (sale.realized, left) == (D(-10), None)  # sold out
+    with pytest.raises(CncSellExceedsPosition):
+        sell_holding(Held(D(6), D(600)), Fill("sell", D(7), D(112)))
+
+
+def test_holding_shares_that_do_not_divide_evenly_add_up_to_the_invested_value() -> None:
+    # 17 for 1750: 5 of them cost 8750 / 17 = 514.70588235294117647058... -> ...471.
+    first, left = sell_holding(Held(D(17), D(1750)), Fill("sell", D(5), D(100)))
+    assert first.cost == D("514.705882352941176471")
+    assert left == Held(D(12), D("1235.294117647058823529"))
+    last, rest = sell_holding(left, Fill("sell", D(12), D(100)))
+    assert (last.cost, rest) == (D("1235.294117647058823529"), None)
+    assert first.cost + last.cost == D(1750)
 
 
 def test_bad_fills_are_refused() -> None:
@@ -153,3 +198,22 @@ def test_applying_one_fill_at_a_time_equals_a_replay(sequence: list[tuple[str, D
     for side, qty, price, fee in sequence:
         replay.apply(Fill(side, qty, price, fee))
     assert (stepwise is None and replay.lots == {}) or replay.lots == {stepwise.direction: stepwise}  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(quantities, prices, st.lists(quantities, min_size=1, max_size=10))
+def test_selling_a_holding_piece_by_piece_releases_its_cost_exactly(
+    held: D, price: D, pieces: list[D]
+) -> None:
+    holding: Held | None = Held(held, held * price)
+    released = D(0)
+    for piece in pieces:
+        if holding is None:
+            break
+        sale, holding = sell_holding(holding, Fill("sell", min(piece, holding.quantity), price))
+        released += sale.cost
+        assert holding is None or (holding.quantity > 0 and holding.invested > 0)
+    if holding is not None:
+        sale, holding = sell_holding(holding, Fill("sell", holding.quantity, price))
+        released += sale.cost
+    assert released == held * price

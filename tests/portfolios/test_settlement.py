@@ -350,11 +350,13 @@ def test_reconcile_passes_after_settlement_and_names_a_hand_edit(
     )
     session.expire_all()
     assert reconcile(session, portfolio.id).differences == [
-        f"holdings row {holding.id} (INFY): quantity 18 stored, 17 from the settlements"
+        f"holdings row {holding.id} (INFY): quantity 18 stored, 17 from the settlements and sales"
     ]
 
 
-def test_a_cnc_sell_beyond_the_open_position_is_refused(session: Session, clock: Clock) -> None:
+def test_a_cnc_sell_beyond_the_open_position_and_the_holding_is_refused(
+    session: Session, clock: Clock
+) -> None:
     who = _trader(session)
     portfolio = _portfolio(session, who, fee_rate="0")
     _trade(session, clock, who, portfolio, _utc(23, 4), "buy", "10", "100")
@@ -363,17 +365,17 @@ def test_a_cnc_sell_beyond_the_open_position_is_refused(session: Session, clock:
     orders_before = session.scalar(select(func.count()).select_from(Order))
 
     with pytest.raises(CncSellExceedsPosition) as refused:
-        _trade(session, clock, who, portfolio, _utc(24, 5), "sell", "5", "102")
+        _trade(session, clock, who, portfolio, _utc(24, 5), "sell", "15", "102")
 
     assert refused.value.status_code == 409
     assert refused.value.message == (
-        "a CNC sell of 5 INFY is more than the open CNC position (4); holdings (10 settled)"
-        " cannot be sold yet"
+        "a CNC sell of 15 INFY is more than the open CNC position (4) and the holding (10)"
+        " together: CNC sells cannot go short"
     )
     assert refused.value.details == {
         "product": "CNC",
         "symbol": "INFY",
-        "requested": "5",
+        "requested": "15",
         "open": "4",
         "holding": "10",
     }
@@ -429,8 +431,8 @@ def test_a_resting_cnc_sell_holds_settlement_and_is_cancelled_once_uncovered(
     session.refresh(limit)
     assert (limit.status, limit.filled_quantity) == ("cancelled", D(0))
     assert limit.reject_reason == (
-        "a CNC sell of 6 INFY is more than the open CNC position (2); holdings (0 settled)"
-        " cannot be sold yet"
+        "a CNC sell of 6 INFY is more than the open CNC position (2) and the holding (0)"
+        " together: CNC sells cannot go short"
     )
     # With the order done, the rest settles at the next close.
     report = settle(session, portfolio_id=portfolio.id, at=_utc(24, 10))
@@ -447,7 +449,9 @@ def test_settling_is_scoped_to_the_caller_and_never_in_the_future(session: Sessi
         settle(session, at=datetime(2100, 1, 1, tzinfo=UTC))
 
 
-def test_a_cnc_sell_in_a_hedging_portfolio_is_refused(session: Session, clock: Clock) -> None:
+def test_a_cnc_sell_in_a_hedging_portfolio_is_refused_while_a_cnc_long_is_open(
+    session: Session, clock: Clock
+) -> None:
     who = _trader(session)
     account = account_service.create(session, who, account_name="hedged delivery")
     portfolio = portfolio_service.create(
@@ -455,5 +459,5 @@ def test_a_cnc_sell_in_a_hedging_portfolio_is_refused(session: Session, clock: C
     )
     portfolio_service.deposit(session, who, portfolio.id, D(1000))
     _trade(session, clock, who, portfolio, _utc(23, 4), "buy", "2", "100")
-    with pytest.raises(CncSellExceedsPosition, match="hedging portfolio would open a short"):
+    with pytest.raises(CncSellExceedsPosition, match="an order cannot reduce a hedging position"):
         _trade(session, clock, who, portfolio, _utc(23, 5), "sell", "1", "100")

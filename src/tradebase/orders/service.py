@@ -20,7 +20,7 @@ from tradebase.calendars.service import is_open
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.models import attach
-from tradebase.core.money import check_fits, quantize
+from tradebase.core.money import canonical, check_fits, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.marketdata.models import PriceData
@@ -750,7 +750,11 @@ class OrderService:
         execution: Execution,
         now: datetime,
     ) -> int:
-        """Book an execution of a new order: position, trade and cash (Core statements)."""
+        """Book an execution of a new order: position, trade and cash (Core statements).
+
+        A CNC sell that drew on a holding records that part in the trade's metadata,
+        ``{"holding": {"quantity", "cost", "fee", "pnl"}}``; the trade's ``pnl`` is the
+        realized P&L of both parts (`tradebase reconcile` replays it from there)."""
         fill = pnl.Fill(order["side"], execution.quantity, execution.price, execution.fee)
         effect = portfolio_service.apply_fill(
             session,
@@ -768,7 +772,7 @@ class OrderService:
             {
                 "created_at": created,
                 "updated_at": created,
-                "metadata": {},
+                "metadata": {} if effect.holding is None else {"holding": _sold(effect.holding)},
                 "user_id": order["user_id"],
                 "portfolio_id": portfolio.id,
                 "order_id": order["id"],
@@ -955,6 +959,18 @@ def check_storable(fill: pnl.Fill) -> None:
             " decimal places in the quantity or the price",
             details={"quantity": str(fill.quantity), "price": str(fill.price)},
         ) from None
+
+
+def _sold(sale: pnl.HoldingSale) -> dict[str, str]:
+    return {
+        name: str(canonical(value))
+        for name, value in (
+            ("quantity", sale.quantity),
+            ("cost", sale.cost),
+            ("fee", sale.fee),
+            ("pnl", sale.realized),
+        )
+    }
 
 
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})

@@ -19,8 +19,11 @@ def reconcile_command(
         report = reconcile(session, portfolio)
     if report.ok:
         line = f"{report.portfolios} portfolio(s), {report.fills} fills: positions and cash agree"
-        if report.settlements:
-            line += f"; {report.settlements} settlement(s): holdings agree"
+        if report.settlements or report.holding_sales:
+            line += f"; {report.settlements} settlement(s)"
+            if report.holding_sales:
+                line += f", {report.holding_sales} sale(s) from holdings"
+            line += ": holdings agree"
         typer.echo(line)
         return
     for line in report.differences:

@@ -26,7 +26,9 @@ class InsufficientCash(Unprocessable):
 
 
 class CncSellExceedsPosition(CloseExceedsPosition):
-    """A CNC sell for more than the open CNC position (holdings cannot be sold yet)."""
+    """A CNC sell for more than the open CNC position and the holding cover together (no
+    CNC short selling; in a hedging portfolio, the holding alone, and not while a CNC long
+    is open)."""
 
     code = "cnc_sell_exceeds_position"
 

@@ -221,7 +221,8 @@ class Holding(Timestamps, Base):
 
     ``invested_value`` is the exact cost of the quantity held (sum of quantity x price, buy
     fees excluded, like a position's ``cost_basis``); ``average_price`` is that cost per
-    unit, rounded to 18 places. See portfolios/settlement.py.
+    unit, rounded to 18 places. A CNC sell draws on it at that average, and a holding
+    sold out is deleted. See portfolios/settlement.py.
     """
 
     __tablename__ = "holdings"
@@ -259,13 +260,21 @@ class Holding(Timestamps, Base):
     def mark(self, price: Decimal | None) -> None:
         """Value the holding at *price*: current value, P&L and P&L percent (None: unknown)."""
         self.current_price = price
-        if price is None:
-            self.current_value = self.pnl = self.pnl_percent = None
-            return
         invested = self.invested_value or self.quantity * self.average_price
-        self.current_value = self.quantity * price
-        self.pnl = self.current_value - invested
-        self.pnl_percent = divide(self.pnl * 100, invested) if invested else Decimal(0)
+        self.current_value, self.pnl, self.pnl_percent = holding_marks(
+            self.quantity, invested, price
+        )
+
+
+def holding_marks(
+    quantity: Decimal, invested: Decimal, price: Decimal | None
+) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    """A holding's current value, P&L and P&L percent at *price* (all None without one)."""
+    if price is None:
+        return None, None, None
+    current_value = quantity * price
+    pnl = current_value - invested
+    return current_value, pnl, divide(pnl * 100, invested) if invested else Decimal(0)
 
 
 class PortfolioSnapshot(Base):

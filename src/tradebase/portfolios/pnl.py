@@ -13,6 +13,12 @@ realized P&L adds up to the change in cash exactly.
 
 Realized P&L of a close is net of fees: the closing fee (its share, on a reversal) plus
 the closed share of the opening fees.
+
+* Holdings (CNC, settled): a CNC sell first reduces the open CNC long position and then
+  draws on the holding (`split_cnc_sell`, `sell_holding`). A holding carries no opening
+  fees (settlement leaves them on the settled position row), so the holding part's
+  realized P&L is its value less its cost at the holding's average and its share of the
+  sell fee.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from tradebase.core.money import pro_rata, quantize
-from tradebase.portfolios.errors import CloseExceedsPosition
+from tradebase.portfolios.errors import CloseExceedsPosition, CncSellExceedsPosition
 
 ZERO = Decimal(0)
 BUY, SELL = "buy", "sell"
@@ -172,6 +178,70 @@ def apply_hedging(lots: dict[str, Lot], fill: Fill) -> tuple[dict[str, Lot], Out
     else:
         lots[target] = outcome.after
     return lots, outcome
+
+
+@dataclass(frozen=True)
+class Held:
+    """A holding: its quantity and exact invested value (sum of quantity x price, no fees)."""
+
+    quantity: Decimal
+    invested: Decimal
+
+
+@dataclass(frozen=True)
+class HoldingSale:
+    """The part of a CNC sell that a holding delivered: its quantity and price, its exact
+    cost at the holding's average and its share of the sell fee."""
+
+    quantity: Decimal
+    price: Decimal
+    cost: Decimal
+    fee: Decimal
+
+    @property
+    def realized(self) -> Decimal:
+        """Value less cost less fee: no opening fees, a holding carries none."""
+        return self.quantity * self.price - self.cost - self.fee
+
+    @property
+    def cash_change(self) -> Decimal:
+        return self.quantity * self.price - self.fee
+
+
+def split_cnc_sell(open_long: Decimal, fill: Fill) -> tuple[Fill | None, Fill | None]:
+    """Split a CNC sell into the part that reduces the open CNC long position (of
+    *open_long*, bought since the last settlement) and the rest, which the holding must
+    deliver; either may be None. The fee is split pro rata by quantity, the holding's part
+    taking the exact remainder (as a reversal splits it)."""
+    if fill.side != SELL:
+        raise ValueError("only a sell draws on a holding")
+    if fill.quantity <= open_long:
+        return fill, None
+    if open_long <= 0:
+        return None, fill
+    fee = pro_rata(fill.fee, open_long, fill.quantity)
+    rest = Fill(SELL, fill.quantity - open_long, fill.price, fill.fee - fee)
+    return Fill(SELL, open_long, fill.price, fee), rest
+
+
+def sell_holding(held: Held, fill: Fill) -> tuple[HoldingSale, Held | None]:
+    """Deliver the sell *fill* from *held*: the sale, and what is left (None: sold out).
+
+    The cost is the pro-rata share of the invested value, i.e. quantity x the exact
+    average price, rounded; selling the last unit releases whatever is left, so the
+    shares add up to the invested value exactly and the average of the rest stays put.
+    """
+    if fill.side != SELL:
+        raise ValueError("only a sell draws on a holding")
+    if fill.quantity > held.quantity:
+        raise CncSellExceedsPosition(
+            f"cannot deliver {fill.quantity} from a holding of {held.quantity}",
+            details={"holding": str(held.quantity), "requested": str(fill.quantity)},
+        )
+    cost = pro_rata(held.invested, fill.quantity, held.quantity)
+    sale = HoldingSale(fill.quantity, fill.price, cost, fill.fee)
+    remaining = held.quantity - fill.quantity
+    return sale, None if remaining == 0 else Held(remaining, held.invested - cost)
 
 
 @dataclass

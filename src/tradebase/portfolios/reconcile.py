@@ -11,15 +11,25 @@ A settlement is replayed right after the last fill of the position it settled: t
 replayed long lot leaves the position book (a later fill opens a new lot, as it opened a
 new position) and adds to the replayed holding of its symbol. The settled row must show
 what the replay moved.
+
+A CNC sell that drew on a holding (its trade's metadata has ``holding``) is replayed by
+the fill path's rule: the replayed CNC long takes what it can (none in a hedging
+portfolio), and the rest comes out of the replayed holding at its average
+(`pnl.split_cnc_sell`, `pnl.sell_holding`). The trade's ``pnl`` and its ``holding``
+record must equal the replay, and a holding the replay sells out must be gone. This is
+exact because a holding part happens only when no CNC long of the symbol is left open
+(netting: the sell closed it; hedging: refused while one is open), so every settlement
+that fed the holding comes before the sale in the replay, as it did in fact.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import partial
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -32,8 +42,10 @@ from tradebase.portfolios.models import (
     Portfolio,
     Position,
     PositionMode,
+    Product,
 )
-from tradebase.portfolios.pnl import Book, Fill
+from tradebase.portfolios.pnl import LONG, Book, Fill, Held, split_cnc_sell
+from tradebase.portfolios.pnl import sell_holding as pnl_sell_holding
 
 ZERO = Decimal(0)
 
@@ -43,6 +55,7 @@ class Report:
     portfolios: int = 0
     fills: int = 0
     settlements: int = 0
+    holding_sales: int = 0  # CNC sells that drew on a holding
     differences: list[str] = field(default_factory=list)
 
     @property
@@ -90,18 +103,29 @@ def reconcile(session: Session, portfolio_id: int | None = None) -> Report:
                 Trade.fee,
                 Trade.meta,
                 Trade.position_id,
+                Trade.pnl,
             )
             .where(Trade.portfolio_id == portfolio.id)
             .order_by(Trade.id)
         )
-        for trade_id, symbol, exchange, side, quantity, price, fee, meta, position_id in trades:
+        for trade in trades:
+            trade_id, symbol, exchange, side, quantity, price, fee, meta, position_id, _ = trade
+            meta = meta if isinstance(meta, dict) else {}
+            report.fills += 1
+            if "holding" in meta:
+                key = (symbol, exchange, Product.CNC.value)
+                change, position_realized = _replay_holding_sale(
+                    report, books[key], trade, meta["holding"], held, hedging=hedging
+                )
+                cash += change
+                realized[key] += position_realized
+                continue
             key = (symbol, exchange, products.get(position_id, "NRML"))
             outcome = books[key].apply(
-                Fill(side, quantity, price, fee, closes=bool((meta or {}).get("closes")))
+                Fill(side, quantity, price, fee, closes=bool(meta.get("closes")))
             )
             cash += outcome.cash_change
             realized[key] += outcome.realized
-            report.fills += 1
             for row in settles_after.pop(trade_id, ()):
                 _replay_settlement(report, books[key], row, held)
         if cash != portfolio.cash_balance_usd:
@@ -204,6 +228,66 @@ def _replay_settlement(
     held[(row.symbol, row.exchange)] = (quantity + lot.quantity, cost + lot.cost)
 
 
+def _replay_holding_sale(
+    report: Report,
+    book: Book,
+    trade: Any,
+    recorded: object,
+    held: dict[tuple[str, str], tuple[Decimal, Decimal]],
+    *,
+    hedging: bool,
+) -> tuple[Decimal, Decimal]:
+    """Replay a CNC sell that drew on a holding (*recorded*: its metadata's ``holding``);
+    return its cash change and the realized P&L of its position part."""
+    report.holding_sales += 1
+    label = f"trades row {trade.id} ({trade.symbol} {trade.side})"
+    fill = Fill(trade.side, trade.quantity, trade.price, trade.fee)
+    if trade.side != "sell":
+        report.differences.append(f"{label}: a buy cannot draw on a holding")
+        return fill.cash_change, ZERO
+    long = None if hedging else book.lots.get(LONG)
+    from_position, from_holding = split_cnc_sell(long.quantity if long else ZERO, fill)
+    position_realized = ZERO
+    if from_position is not None:
+        position_realized = book.apply(from_position).realized
+    if from_holding is None:
+        report.differences.append(
+            f"{label}: records a sale from the holding, but the replayed CNC position"
+            f" covers all {trade.quantity}"
+        )
+        return fill.cash_change, position_realized
+    quantity, cost = held.get((trade.symbol, trade.exchange), (ZERO, ZERO))
+    if from_holding.quantity > quantity:
+        report.differences.append(
+            f"{label}: sells {from_holding.quantity} from the holding, but the settlements"
+            f" and sales before it leave {quantity} there"
+        )
+        return fill.cash_change, position_realized
+    sale, left = pnl_sell_holding(Held(quantity, cost), from_holding)
+    held[(trade.symbol, trade.exchange)] = (
+        (left.quantity, left.invested) if left is not None else (ZERO, ZERO)
+    )
+    if not isinstance(recorded, Mapping):
+        recorded = {}
+    for name, want, have in (
+        ("pnl", position_realized + sale.realized, trade.pnl),
+        ("holding quantity", sale.quantity, _decimal(recorded.get("quantity"))),
+        ("holding cost", sale.cost, _decimal(recorded.get("cost"))),
+        ("holding fee", sale.fee, _decimal(recorded.get("fee"))),
+        ("holding pnl", sale.realized, _decimal(recorded.get("pnl"))),
+    ):
+        if want != have:
+            report.differences.append(f"{label}: {name} {have} stored, {want} from the replay")
+    return fill.cash_change, position_realized
+
+
+def _decimal(value: object) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
 def _compare_holdings(
     session: Session,
     report: Report,
@@ -219,9 +303,16 @@ def _compare_holdings(
     for (symbol, exchange), (quantity, cost) in held.items():
         found = rows.pop((symbol, exchange), None)
         if found is None:
+            if quantity:  # a holding sold out is deleted
+                report.differences.append(
+                    f"portfolio {portfolio.id}: no holding of {symbol} ({exchange}); the"
+                    f" settlements and sales leave {quantity} there"
+                )
+            continue
+        if not quantity:
             report.differences.append(
-                f"portfolio {portfolio.id}: no holding of {symbol} ({exchange}); the"
-                f" settlements put {quantity} there"
+                f"holdings row {found.id} ({symbol}): holds {found.quantity}, but the sales"
+                " sold it out"
             )
             continue
         for name, want, have in (
@@ -231,7 +322,7 @@ def _compare_holdings(
             if want != have:
                 report.differences.append(
                     f"holdings row {found.id} ({symbol}): {name} {have} stored,"
-                    f" {want} from the settlements"
+                    f" {want} from the settlements and sales"
                 )
     for row in rows.values():
         report.differences.append(

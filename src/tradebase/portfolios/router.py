@@ -179,7 +179,8 @@ def list_snapshots(
 def list_holdings(
     portfolio_id: PortfolioId, principal: ReadPortfolio, session: SessionDep
 ) -> list[schemas.HoldingRead]:
-    """Delivery (CNC) holdings: what settled from positions at the end of its trading day."""
+    """Delivery (CNC) holdings: what settled from positions at the end of its trading day,
+    less what CNC sells drew from them (a holding sold out is not listed)."""
     rows = settlement_service.holdings(session, principal, portfolio_id)
     return [schemas.HoldingRead.model_validate(h) for h in rows]
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -18,25 +18,30 @@ from tradebase.audit.service import audit as audit_service
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import BadRequest
 from tradebase.core.models import load
-from tradebase.core.money import quantize
+from tradebase.core.money import canonical, divide, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.portfolios import pnl
 from tradebase.portfolios.errors import (
     AccountNameTaken,
     AccountNotFound,
+    CncSellExceedsPosition,
     InsufficientCash,
     PortfolioNotFound,
 )
 from tradebase.portfolios.models import (
     CashMovement,
     CashMovementKind,
+    Holding,
     Portfolio,
     PortfolioSnapshot,
     Position,
+    PositionDirection,
     PositionMode,
     PositionStatus,
+    Product,
     TradingAccount,
+    holding_marks,
 )
 
 if TYPE_CHECKING:
@@ -104,12 +109,15 @@ class AccountService:
 
 @dataclass(frozen=True)
 class FillEffect:
-    """What a fill did to a portfolio: the position row, the realized P&L and the cash."""
+    """What a fill did to a portfolio: the position row (None: a CNC sell that only a
+    holding delivered), the realized P&L and cost released (of the position and the
+    holding parts together), the cash, and the holding part of a CNC sell."""
 
-    position_id: int
+    position_id: int | None
     realized: Decimal | None
     released_cost: Decimal
     cash_change: Decimal
+    holding: pnl.HoldingSale | None = None
 
 
 class PortfolioService:
@@ -320,6 +328,12 @@ class PortfolioService:
     ) -> FillEffect:
         """Move the position(s) of *symbol* by *fill* (the caller holds the portfolio lock).
 
+        A CNC sell first reduces the open CNC long position and then draws on the holding
+        of (portfolio, symbol, exchange), at its average price; a holding sold out is
+        deleted (portfolios/settlement.py). In a hedging portfolio a CNC sell draws on the
+        holding only, and never while a CNC long is open. A sell that the two do not cover
+        raises `CncSellExceedsPosition` (the order path checks before it fills).
+
         Core statements on purpose: this runs for every fill, and ORM flushes cost more
         than the database work (bench/bench_orders.py).
         """
@@ -329,6 +343,15 @@ class PortfolioService:
             connection,
             {"pid": portfolio.id, "symbol": symbol, "exchange": exchange, "product": product},
         )
+        sale: pnl.HoldingSale | None = None
+        if product == Product.CNC and fill.side == pnl.SELL:
+            from_position, from_holding = self._split_cnc_sell(portfolio, rows, fill)
+            if from_holding is not None:
+                sale = self._sell_holding(session, portfolio, symbol, exchange, from_holding, at)
+            if from_position is None:
+                assert sale is not None
+                return FillEffect(None, sale.realized, sale.cost, sale.cash_change, sale)
+            fill = from_position
         by_direction = {row.direction: row for row in rows}
         lots = {
             row.direction: pnl.Lot(row.direction, row.quantity, row.cost_basis, row.fees_paid)
@@ -408,12 +431,86 @@ class PortfolioService:
                     },
                 )
         assert position_id is not None
+        realized = outcome.closed.realized if outcome.closed else None
+        if sale is None:
+            return FillEffect(position_id, realized, released_cost, outcome.cash_change)
         return FillEffect(
             position_id,
-            outcome.closed.realized if outcome.closed else None,
-            released_cost,
-            outcome.cash_change,
+            (realized or ZERO) + sale.realized,
+            released_cost + sale.cost,
+            outcome.cash_change + sale.cash_change,
+            sale,
         )
+
+    def _split_cnc_sell(
+        self, portfolio: Portfolio, rows: Sequence[Any], fill: pnl.Fill
+    ) -> tuple[pnl.Fill | None, pnl.Fill | None]:
+        long = next((row for row in rows if row.direction == PositionDirection.long), None)
+        if portfolio.position_mode != PositionMode.hedging:
+            return pnl.split_cnc_sell(long.quantity if long is not None else ZERO, fill)
+        if long is not None:  # an order cannot reduce a hedging position
+            raise CncSellExceedsPosition(
+                f"a CNC sell in a hedging portfolio draws on the holding only, and not while"
+                f" a CNC long of {long.quantity} is open",
+                details={"open": str(long.quantity), "requested": str(fill.quantity)},
+            )
+        return None, fill
+
+    def _sell_holding(
+        self,
+        session: Session,
+        portfolio: Portfolio,
+        symbol: str,
+        exchange: str,
+        fill: pnl.Fill,
+        at: datetime,
+    ) -> pnl.HoldingSale:
+        # A Core read, no autoflush: the order path's CNC checks (settlement.check_order,
+        # check_fill) queried through the ORM just before, which flushed the session.
+        connection = connection_of(session)
+        found = _HOLDING.rows(
+            connection, {"pid": portfolio.id, "symbol": symbol, "exchange": exchange}
+        )
+        if not found:
+            raise CncSellExceedsPosition(
+                f"a CNC sell of {fill.quantity} {symbol} needs a holding, and there is none",
+                details={"holding": "0", "requested": str(fill.quantity)},
+            )
+        row = found[0]
+        invested = row.invested_value
+        if invested is None:  # a row from elsewhere (an import) may carry only the average
+            invested = row.quantity * row.average_price
+        sale, left = pnl.sell_holding(pnl.Held(row.quantity, invested), fill)
+        values: dict[str, Any] | None = None
+        if left is None:
+            _DELETE_HOLDING.run(connection, {"hid": row.id})
+        else:
+            current_value, gain, gain_percent = holding_marks(
+                left.quantity, left.invested, row.current_price
+            )
+            values = {
+                "quantity": left.quantity,
+                "invested_value": left.invested,
+                "average_price": divide(left.invested, left.quantity),
+                "current_value": current_value,
+                "pnl": gain,
+                "pnl_percent": gain_percent,
+                "updated_at": at,
+            }
+            _UPDATE_HOLDING.run(connection, {"hid": row.id, **values})
+        # A Holding the session has loaded must not go stale (or be flushed back).
+        loaded = session.identity_map.get(
+            Holding.__mapper__.identity_key_from_primary_key((row.id,))
+        )
+        if loaded is not None:
+            if values is None:
+                session.expunge(loaded)
+            else:
+                for name, value in values.items():
+                    if isinstance(value, Decimal):
+                        value = canonical(value)
+                    set_committed_value(loaded, name, value)
+        return sale
 
 
 # Built once: constructing statements per fill costs more than running them.
@@ -435,6 +532,22 @@ _OPEN_POSITIONS = Prepared(
     )
 )
 _INSERT_POSITION = Prepared(insert(_positions).returning(_positions.c.id))
+_holdings = cast(Table, Holding.__table__)
+_HOLDING = Prepared(  # CNC sells beyond the open position only
+    select(
+        _holdings.c.id,
+        _holdings.c.quantity,
+        _holdings.c.average_price,
+        _holdings.c.invested_value,
+        _holdings.c.current_price,
+    ).where(
+        _holdings.c.portfolio_id == bindparam("pid"),
+        _holdings.c.symbol == bindparam("symbol"),
+        _holdings.c.exchange == bindparam("exchange"),
+    )
+)
+_UPDATE_HOLDING = Prepared(update(_holdings).where(_holdings.c.id == bindparam("hid")))
+_DELETE_HOLDING = Prepared(delete(_holdings).where(_holdings.c.id == bindparam("hid")))
 _UPDATE_POSITION = Prepared(update(_positions).where(_positions.c.id == bindparam("pos_id")))
 _portfolios = cast(Table, Portfolio.__table__)
 _accounts = cast(Table, TradingAccount.__table__)

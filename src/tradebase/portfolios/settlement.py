@@ -9,9 +9,12 @@ What settles
     trading, belongs to the next trading day); on an exchange without a calendar it ends at
     00:00 UTC. Settling runs at the end of every day, so a position normally holds one
     day's fills; one that was added to again today waits for today's close and then
-    settles whole. MIS and NRML positions and shorts never settle. A position that a
-    working CNC sell order (pending, open or partially filled) is selling waits until
-    that order is done, so that the order can still fill.
+    settles whole. MIS and NRML positions and shorts never settle. In a netting
+    portfolio, a position that a working CNC sell order (pending, open or partially
+    filled) is selling waits until that order is done, so that the order's fills reduce
+    the position it was placed against (with its opening fees) before they reach the
+    holding. In a hedging portfolio a CNC sell only ever sells the holding, so it holds
+    nothing back.
 
 How it moves
     The holding of (portfolio, symbol, exchange) takes the position's quantity and cost:
@@ -38,22 +41,50 @@ Reconcile
     replays the trades in order and, right after the last fill of each settled row, moves
     the replayed CNC lot out of the position book into a replayed holding. So it checks
     each settled row (quantity, cost, fees) and each holding (quantity, invested value)
-    as exactly as the open positions. Comparing holdings + positions by their sums would
-    not do: a sell after a settlement reduces only the new position, at that position's
+    as exactly as the open positions, and it replays the sales from holdings (below), so
+    a holding edited by hand is named. Comparing holdings + positions by their sums would
+    not do: a sell after a settlement reduces the new position first, at that position's
     own average cost, so a replay of all the fills in one book disagrees on realized P&L.
 
-CNC sells
-    A CNC sell may only reduce the open CNC long position of its symbol; one for more is
-    refused with ``cnc_sell_exceeds_position`` (409), naming the open and the settled
-    quantity: holdings cannot be sold yet. Selling from a holding needs the fill path to
-    take quantity and cost back from the holding into the position before the fill is
-    applied, and that path (OrderService._book, PortfolioService.apply_fill) is being
-    rewritten; refusing keeps every figure exact meanwhile, where letting the sell through
-    would open a CNC short. A market order is refused when it is placed (nothing is
-    written, like an unsupported order); a resting or twap/vwap order when it is placed,
-    and, if the position no longer covers what is left of it when a bar would fill it, it
-    is cancelled with the reason. In a hedging portfolio a sell never reduces a long (it
-    opens a short; orders cannot close yet), so CNC sells are refused there.
+CNC sells: selling holdings
+    As a delivery trader expects (Zerodha, AlgoMirror), a CNC sell first reduces the open
+    CNC long position of its symbol (bought since the last settlement, not settled yet),
+    then draws on the holding of (portfolio, symbol, exchange) at the holding's average
+    price (`PortfolioService.apply_fill`, `pnl.split_cnc_sell`, `pnl.sell_holding`):
+
+    * The sell fee is split between the two parts pro rata by quantity, the holding's
+      part taking the exact remainder. The position part closes as any sell does
+      (realized net of its fee share and the closed share of the opening fees).
+    * The holding part releases its cost at the average: the pro-rata share of
+      invested_value (quantity x the exact average, rounded to 18 places; selling the
+      last unit releases what is left, so the shares add up exactly). Its realized P&L is
+      (sell price - average) x quantity - its fee share, and nothing else: a holding
+      carries no opening fees, since the buy fees stayed on the settled position row
+      (``fees_paid``) and were never charged to a realized P&L. The holding's quantity
+      and invested_value drop, its average stays (recomputed as invested_value /
+      quantity), and it is revalued at its current price.
+    * A holding sold to zero is deleted: the holdings API lists what is held (as a
+      broker's holdings page does), a row at quantity 0 would need an average price for
+      nothing (``average_price > 0`` is checked), and the unique (portfolio, symbol,
+      exchange) key lets the next settlement start a new row.
+    * The trade row records the realized P&L of both parts in ``pnl`` (``pnl_percent`` on
+      both parts' cost), and the holding part in its metadata, ``{"holding":
+      {"quantity", "cost", "fee", "pnl"}}``; its ``position_id`` is the position it
+      closed, or NULL when the holding delivered it all. Cash moves as for any sell.
+      Realized P&L over a buy, its settlement and its sale is therefore short of the cash
+      by the buy fee, which settlement left on the settled row.
+
+    A CNC sell for more than the position and the holding together is refused with
+    ``cnc_sell_exceeds_position`` (409, naming both quantities): no CNC short selling.
+    A market order is refused when it is placed, and nothing is written; a resting or
+    twap/vwap order when it is placed and, if position + holding no longer cover what is
+    left of it when a bar would fill it, it is cancelled with the reason.
+
+    In a hedging portfolio an order never reduces a position (it would open a CNC short;
+    orders cannot close a hedging position yet), so a CNC sell sells the holding only,
+    and is refused while a CNC long of the symbol is open: sell it once it has settled.
+    That also keeps the replay exact, since a holding part then never happens while a
+    lot that settles later is open.
 """
 
 from __future__ import annotations
@@ -199,8 +230,9 @@ class SettlementService:
         ).all()
 
     def check_order(self, session: Session, order: Mapping[str, Any]) -> None:
-        """Refuse placing a CNC sell for more than the open CNC long position (an order
-        being inserted, as column values). Other orders pass without a query."""
+        """Refuse placing a CNC sell for more than the open CNC long position and the
+        holding cover (an order being inserted, as column values). Other orders pass
+        without a query."""
         if (
             order.get("product") != Product.CNC
             or order.get("side") != OrderSide.sell
@@ -212,8 +244,8 @@ class SettlementService:
         )
 
     def check_fill(self, session: Session, order: Order) -> None:
-        """Refuse filling a resting or twap/vwap CNC sell when the open CNC long position no
-        longer covers what is left of the order."""
+        """Refuse filling a resting or twap/vwap CNC sell when the open CNC long position and
+        the holding no longer cover what is left of the order."""
         if order.product != Product.CNC or order.side != OrderSide.sell:
             return
         assert order.portfolio_id is not None
@@ -229,6 +261,7 @@ class SettlementService:
         self, session: Session, portfolio_id: int, symbol: str, exchange: str, quantity: Decimal
     ) -> None:
         mode = session.scalar(select(Portfolio.position_mode).where(Portfolio.id == portfolio_id))
+        hedging = mode == PositionMode.hedging
         have = (
             session.scalar(
                 select(Position.quantity).where(
@@ -240,8 +273,8 @@ class SettlementService:
             )
             or ZERO
         )
-        if mode != PositionMode.hedging and quantity <= have:
-            return
+        if not hedging and quantity <= have:
+            return  # the position covers it: the holding is not read
         held = (
             session.scalar(
                 select(Holding.quantity).where(
@@ -259,15 +292,24 @@ class SettlementService:
             "open": str(have),
             "holding": str(held),
         }
-        if mode == PositionMode.hedging:
+        if hedging and have:
             raise CncSellExceedsPosition(
-                "a CNC sell in a hedging portfolio would open a short: delivery sells need a"
-                " netting portfolio",
+                f"a CNC sell in a hedging portfolio sells from the holding only, and not while"
+                f" a CNC long of {symbol} is open ({have}): an order cannot reduce a hedging"
+                " position; sell once it has settled",
+                details=details,
+            )
+        if quantity <= have + held:  # in a hedging portfolio, have is 0 here
+            return
+        if hedging:
+            raise CncSellExceedsPosition(
+                f"a CNC sell of {quantity} {symbol} in a hedging portfolio sells from the"
+                f" holding only, which holds {held}: CNC sells cannot go short",
                 details=details,
             )
         raise CncSellExceedsPosition(
-            f"a CNC sell of {quantity} {symbol} is more than the open CNC position ({have});"
-            f" holdings ({held} settled) cannot be sold yet",
+            f"a CNC sell of {quantity} {symbol} is more than the open CNC position ({have})"
+            f" and the holding ({held}) together: CNC sells cannot go short",
             details=details,
         )
 
@@ -302,17 +344,23 @@ class SettlementService:
             )
             if position_id is not None and moment is not None
         }
-        selling = {
-            (symbol, exchange)
-            for symbol, exchange in session.execute(
-                select(Order.symbol, Order.exchange).where(
-                    Order.portfolio_id == portfolio.id,
-                    Order.product == Product.CNC,
-                    Order.side == OrderSide.sell,
-                    Order.status.in_(WORKING),
+        # A working CNC sell holds back the position it sells; in a hedging portfolio it
+        # sells the holding only, so it holds nothing back.
+        selling = (
+            set()
+            if portfolio.position_mode == PositionMode.hedging
+            else {
+                (symbol, exchange)
+                for symbol, exchange in session.execute(
+                    select(Order.symbol, Order.exchange).where(
+                        Order.portfolio_id == portfolio.id,
+                        Order.product == Product.CNC,
+                        Order.side == OrderSide.sell,
+                        Order.status.in_(WORKING),
+                    )
                 )
-            )
-        }
+            }
+        )
         for row in rows:
             last = last_fills.get(row.id, row.opened_at)
             if row.exchange not in calendars:
