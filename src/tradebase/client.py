@@ -451,6 +451,7 @@ class Tradebase:
         slices: int | None = None,
         duration_seconds: int | None = None,
         lookback_days: int | None = None,
+        reduce_only: bool = False,
     ) -> OrderRead:
         """Place an order and return it.
 
@@ -459,8 +460,9 @@ class Tradebase:
         stop_limit (both), or twap/vwap (``slices`` children over ``duration_seconds``;
         vwap sizes them by ``lookback_days`` of volume). Resting orders fill on posted
         bars, at most ``participation`` of each bar's volume if given. Placing a
-        ``client_order_id`` again returns the first order. A refused order is kept as
-        rejected and raises `OrderRejected` with the reason.
+        ``client_order_id`` again returns the first order. ``reduce_only`` only reduces
+        the opposite position (in hedging mode, it is how a long or short closes). A
+        refused order is kept as rejected and raises `OrderRejected` with the reason.
         """
         body = _parse(
             OrderCreate,
@@ -480,6 +482,7 @@ class Tradebase:
             duration_seconds=duration_seconds,
             lookback_days=lookback_days,
             participation=participation,
+            reduce_only=reduce_only,
         )
         with self._unit("write:orders", write=True) as (session, who):
             return OrderRead.model_validate(order_service.place(session, who, **body.model_dump()))

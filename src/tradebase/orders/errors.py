@@ -36,6 +36,10 @@ class MarketClosed(Unprocessable):
     code = "market_closed"
 
 
+class ReduceOnlyRefused(Unprocessable):
+    code = "reduce_only_refused"
+
+
 class FillTooPrecise(Unprocessable):
     """A fill whose value (quantity x price) needs more decimal places than are kept."""
 

@@ -47,6 +47,11 @@ class OrderCreate(Strict):
         le=1,
         description="Resting orders: fill at most this fraction of each bar's volume.",
     )
+    reduce_only: bool = Field(
+        default=False,
+        description="Only reduce the opposite position (a sell reduces the long, a buy the"
+        " short), never open or reverse one; in hedging mode this is how a position closes.",
+    )
 
 
 class OrderAmend(Strict):

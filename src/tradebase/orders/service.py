@@ -31,6 +31,7 @@ from tradebase.orders.errors import (
     MarketClosed,
     OrderNotFound,
     OrderRejected,
+    ReduceOnlyRefused,
     UnsupportedOrder,
 )
 from tradebase.orders.matching import Bar, match
@@ -45,7 +46,13 @@ from tradebase.orders.models import (
 )
 from tradebase.orders.state import CANCELLABLE, RESTING, check_move
 from tradebase.portfolios import pnl
-from tradebase.portfolios.models import CashMovementKind, Portfolio, Product, TradingAccount
+from tradebase.portfolios.models import (
+    CashMovementKind,
+    Portfolio,
+    PositionMode,
+    Product,
+    TradingAccount,
+)
 from tradebase.portfolios.service import portfolio as portfolio_service
 from tradebase.portfolios.settlement import settlement as settlement_service
 
@@ -104,8 +111,12 @@ class OrderService:
         slices: int | None = None,
         duration_seconds: int | None = None,
         lookback_days: int | None = None,
+        reduce_only: bool = False,
     ) -> Order:
         """Place an order. Placing a ``client_order_id`` again returns the first order.
+
+        ``reduce_only``: the fill only reduces the opposite open position (a sell the long,
+        a buy the short) and is refused beyond it; in hedging mode it is the closing fill.
 
         A refused order is kept as ``rejected`` with the reason, and nothing else moves:
         no fill, no cash, no position.
@@ -138,7 +149,7 @@ class OrderService:
                 tag=tag,
                 signal_id=signal_id,
                 strategy_id=strategy_id,
-                algo_params={"participation": str(participation)} if participation else None,
+                algo_params=_options(participation=participation, reduce_only=reduce_only),
             )
         if order_type in ALGO_TYPES:
             if not slices or not duration_seconds:
@@ -194,6 +205,8 @@ class OrderService:
             )
             fill = pnl.Fill(side, execution.quantity, execution.price, execution.fee)
             check_storable(fill)
+            if reduce_only:
+                self._check_reduces(session, portfolio, symbol, exchange, product, fill)
             portfolio_service.check_cash(portfolio, fill.cash_change)
         except TradebaseError as exc:
             refusal = exc
@@ -214,6 +227,7 @@ class OrderService:
             "tag": tag,
             "signal_id": signal_id,
             "strategy_id": strategy_id,
+            "algo_params": _options(reduce_only=reduce_only),
         }
         now = utc_now()
         moves: list[tuple[str, Any, Any, dict[str, Any]]]
@@ -755,7 +769,13 @@ class OrderService:
         A CNC sell that drew on a holding records that part in the trade's metadata,
         ``{"holding": {"quantity", "cost", "fee", "pnl"}}``; the trade's ``pnl`` is the
         realized P&L of both parts (`tradebase reconcile` replays it from there)."""
-        fill = pnl.Fill(order["side"], execution.quantity, execution.price, execution.fee)
+        closes = portfolio.position_mode == PositionMode.hedging and bool(
+            (order.get("algo_params") or {}).get("reduce_only")
+        )
+        fill = pnl.Fill(
+            order["side"], execution.quantity, execution.price, execution.fee, closes=closes
+        )
+        metadata: dict[str, Any] = {"closes": True} if closes else {}
         effect = portfolio_service.apply_fill(
             session,
             portfolio,
@@ -772,7 +792,9 @@ class OrderService:
             {
                 "created_at": created,
                 "updated_at": created,
-                "metadata": {} if effect.holding is None else {"holding": _sold(effect.holding)},
+                "metadata": metadata
+                if effect.holding is None
+                else {**metadata, "holding": _sold(effect.holding)},
                 "user_id": order["user_id"],
                 "portfolio_id": portfolio.id,
                 "order_id": order["id"],
@@ -802,6 +824,28 @@ class OrderService:
             note=f"order {order['id']}",
         )
         return trade_id
+
+    def _check_reduces(
+        self,
+        session: Session,
+        portfolio: Portfolio,
+        symbol: str,
+        exchange: str,
+        product: str,
+        fill: pnl.Fill,
+    ) -> None:
+        """Refuse a reduce-only fill larger than the opposite open position."""
+        direction = pnl.SHORT if fill.side == pnl.BUY else pnl.LONG
+        held = portfolio_service.open_quantity(
+            session, portfolio.id, symbol=symbol, exchange=exchange, product=product,
+            direction=direction,
+        )  # fmt: skip
+        if fill.quantity > held:
+            raise ReduceOnlyRefused(
+                f"reduce_only: a {fill.side} of {fill.quantity} would exceed the open"
+                f" {direction} of {held} {symbol}",
+                details={"direction": direction, "open": str(held), "quantity": str(fill.quantity)},
+            )
 
     def _by_client_id(
         self, session: Session, principal: Principal, client_order_id: str
@@ -946,6 +990,18 @@ class OrderService:
         return session.scalars(
             select(Trade).where(Trade.portfolio_id == portfolio.id).order_by(Trade.id)
         ).all()
+
+
+def _options(
+    *, participation: Decimal | None = None, reduce_only: bool = False
+) -> dict[str, Any] | None:
+    """The order options kept in ``algo_params`` (None when there are none)."""
+    options: dict[str, Any] = {}
+    if participation:
+        options["participation"] = str(participation)
+    if reduce_only:
+        options["reduce_only"] = True
+    return options or None
 
 
 def check_storable(fill: pnl.Fill) -> None:

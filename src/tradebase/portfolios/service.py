@@ -313,6 +313,23 @@ class PortfolioService:
 
         return figures(session, self.get(session, principal, portfolio_id), utc_now())
 
+    def open_quantity(
+        self,
+        session: Session,
+        portfolio_id: int,
+        *,
+        symbol: str,
+        exchange: str,
+        product: str,
+        direction: str,
+    ) -> Decimal:
+        """The quantity of the open position of that side (0 when there is none)."""
+        rows = _OPEN_POSITIONS.rows(
+            session,
+            {"pid": portfolio_id, "symbol": symbol, "exchange": exchange, "product": product},
+        )
+        return sum((row.quantity for row in rows if row.direction == direction), ZERO)
+
     def apply_fill(
         self,
         session: Session,
