@@ -180,7 +180,9 @@ class Statement:
 
     sql: str
     line: int
-    tokens: tuple[Token, ...]
+    tokens: tuple[Token, ...] = field(repr=False)
+    batch: str = field(repr=False, default="")  # the text the tokens' offsets refer to
+    line_offset: int = field(repr=False, default=0)  # the tokens' line + this: the file's
 
 
 @dataclass
@@ -312,7 +314,9 @@ def _split_batch(
         if not current:
             return None
         body = text[start_offset:end_offset].strip()
-        return Statement(body, first_line + current[0].line - 1, tuple(current))
+        return Statement(
+            body, first_line + current[0].line - 1, tuple(current), text, first_line - 1
+        )
 
     for index, token in enumerate(tokens):
         if token.token_type == TokenType.SEMICOLON and depth == 0:
@@ -901,12 +905,16 @@ def _describe(statement: Statement) -> str:
 
 def _parse(statement: Statement, reader: GlotDialect) -> list[exp.Expr]:
     try:
-        return [e for e in reader.parse(statement.sql) if e is not None]
+        # The statement's own tokens: the script is tokenized once, not twice.
+        trees = reader.parser().parse(list(statement.tokens), statement.batch)
+        return [e for e in trees if e is not None]
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
-        line = statement.line + int(first.get("line") or 1) - 1
+        line = statement.line_offset + int(first.get("line") or statement.line)
         description = first.get("description") or str(exc)
-        snippet = " ".join(statement.sql.split())[:80]
+        start = statement.tokens[0].start  # past the comments before the statement
+        end = min(statement.tokens[-1].end + 1, start + 200)
+        snippet = " ".join(statement.batch[start:end].split())[:80]
         raise StatementError(
             statement.line,
             f"cannot parse this statement ({snippet}…): {description}"

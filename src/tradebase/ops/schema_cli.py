@@ -19,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-PROGRESS_FROM = 200  # statements: smaller scripts convert in a blink
+PROGRESS_FROM = 100  # statements: smaller scripts convert in a blink
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -45,9 +45,11 @@ def ddl(
 ) -> None:
     """Print the CREATE statements of the databases, from the models.
 
-    Tables (with their keys and CHECK constraints), indexes and the updated_at triggers,
-    in dependency order, each statement ending with ';'. The DDL is for reading and for
-    other tools: tradebase db upgrade is what builds and migrates a Tradebase database.
+    Tables (keys, CHECK constraints), indexes and the updated_at triggers, in
+    dependency order, each statement ending with ';'.
+
+    For reading and for other tools: tradebase db upgrade is what builds and
+    migrates a Tradebase database.
     """
     databases = (
         [Database.main, Database.credentials]
@@ -119,13 +121,17 @@ def convert_command(
 ) -> None:
     """Convert a SQL script from one dialect to another, statement by statement.
 
-    Uses sqlglot, plus what it leaves out: SQLite's INTEGER PRIMARY KEY becomes
-    IDENTITY(1,1) on SQL Server, strings NVARCHAR, BOOLEAN BIT, DATETIME/TIMESTAMP
-    DATETIME2; inline INDEX name (cols) in CREATE TABLE (MySQL's syntax) becomes CREATE
-    INDEX on engines without it. Tradebase's own updated_at triggers are rewritten for the
-    target; other triggers and procedures are copied when the dialects match and otherwise
-    left as comments, with a note on standard error. A statement that cannot be parsed
-    stops the conversion (exit 2) with its line, and nothing is written.
+    sqlglot translates each statement; Tradebase adds what it leaves out. From
+    SQLite to SQL Server: INTEGER PRIMARY KEY becomes IDENTITY(1,1), strings
+    NVARCHAR, BOOLEAN BIT, DATETIME and TIMESTAMP DATETIME2.
+
+    Inline INDEX name (cols) in CREATE TABLE (MySQL's syntax) becomes CREATE
+    INDEX on engines that lack it. Tradebase's own updated_at triggers are
+    rewritten for the target; other triggers and procedures are copied when
+    the dialects match, else left as comments with a note on standard error.
+
+    A statement that cannot be parsed stops the conversion with its line
+    (exit 2), and nothing is written.
     """
     read, write = _dialects(to_sqlite, source, target)
     destination = (
