@@ -472,3 +472,39 @@ def test_a_column_named_key_is_not_an_inline_index() -> None:
     )
     assert "key VARCHAR(20) NOT NULL" in result.sql
     assert "CREATE INDEX kv_value ON kv(value)" in result.sql
+
+
+# --- every pair, on the project's own DDL --------------------------------------------------
+
+DDL_OF = {
+    SQLDialect.sqlite: "sqlite",
+    SQLDialect.postgres: "postgresql",
+    SQLDialect.mysql: "mysql",
+    SQLDialect.tsql: "mssql",
+}
+
+
+@pytest.mark.parametrize("source", list(SQLDialect))
+def test_own_ddl_converts_to_sqlite_and_tsql(source: SQLDialect, env: dict[str, str]) -> None:
+    script = ddl(DDL_OF[source], env)
+    connection = sqlite3.connect(":memory:")
+    if source is SQLDialect.sqlite:
+        register_sqlite_functions(connection)  # its decimals keep the tb_decimal collation
+    connection.executescript(convert(script, source, SQLDialect.sqlite).sql)
+    assert sqlite_columns(connection) == ALL_TABLES
+    triggers = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")
+    assert triggers.fetchone()[0] == script.count("CREATE TRIGGER")
+    tsql = convert(script, source, SQLDialect.tsql).sql
+    assert set(created_tables([e for b in tsql_batches(tsql) for e in b])) == set(ALL_TABLES)
+
+
+@pytest.mark.parametrize("target", [SQLDialect.postgres, SQLDialect.mysql])
+def test_own_ddl_converts_to_servers_that_execute_it(
+    target: SQLDialect, env: dict[str, str], scratch_factory: ScratchFactory
+) -> None:
+    backend = "postgresql" if target is SQLDialect.postgres else "mysql"
+    for source in SQLDialect:
+        scratch = scratch_factory.new(backend, f"conv_{source.value}")
+        script = convert(ddl(DDL_OF[source], env, "main"), source, target).sql
+        run_on_server(scratch.main_url, script, target)
+        assert dict(server_columns(scratch.main_url)) == tables_of(Database.main), source

@@ -477,9 +477,21 @@ def _sqlite_rowid_identity(create: exp.Create, ctx: _Context) -> None:
         keys = _primary_key_columns(element)
         if keys and len(keys) == 1 and keys[0] in columns:
             candidates.append(columns[keys[0]])
+    # A key a CHECK constrains (audit_chain_head's id = 1) is no counter, and MySQL
+    # refuses AUTO_INCREMENT columns in a CHECK.
+    checked = {
+        column.name
+        for check in create.find_all(exp.CheckColumnConstraint)
+        for column in check.find_all(exp.Column)
+    }
     for column in candidates:
         kind = column.args.get("kind")
-        if isinstance(kind, exp.DataType) and kind.this == exp.DType.INT and not _identity(column):
+        if (
+            isinstance(kind, exp.DataType)
+            and kind.this == exp.DType.INT
+            and not _identity(column)
+            and column.name not in checked
+        ):
             _add(column, exp.AutoIncrementColumnConstraint())
 
 
@@ -647,6 +659,27 @@ def _from_tsql_types(tree: exp.Expr, ctx: _Context) -> None:
             data_type.replace(exp.DataType(this=exp.DType.SMALLINT))
 
 
+_SERIALS = {
+    exp.DType.SERIAL: exp.DType.INT,
+    exp.DType.BIGSERIAL: exp.DType.BIGINT,
+    exp.DType.SMALLSERIAL: exp.DType.SMALLINT,
+}
+
+
+def _from_postgres_types(tree: exp.Expr, ctx: _Context) -> None:
+    """PostgreSQL's SERIAL types are an integer with a sequence: an identity elsewhere;
+    JSONB is its binary JSON."""
+    for column in list(tree.find_all(exp.ColumnDef)):
+        kind = column.args.get("kind")
+        if isinstance(kind, exp.DataType) and kind.this in _SERIALS:
+            column.set("kind", exp.DataType(this=_SERIALS[kind.this]))
+            if not _identity(column):
+                _add(column, exp.AutoIncrementColumnConstraint())
+    for data_type in list(tree.find_all(exp.DataType)):
+        if data_type.this == exp.DType.JSONB:
+            data_type.replace(exp.DataType(this=exp.DType.JSON))
+
+
 def _boolean_defaults(create: exp.Create, ctx: _Context) -> None:
     """``BOOLEAN DEFAULT 1`` is an error on PostgreSQL: write TRUE/FALSE there."""
     for column in create.find_all(exp.ColumnDef):
@@ -714,12 +747,11 @@ def _mysql_defaults(create: exp.Create, ctx: _Context) -> None:
                 continue
             if (textual and isinstance(value, exp.Literal)) or isinstance(value, exp.UtcTimestamp):
                 default.set("this", exp.Paren(this=value.copy()))
-        if (
-            isinstance(kind, exp.DataType)
-            and kind.this == exp.DType.VARCHAR
-            and _length(kind) is None
-        ):
-            column.set("kind", exp.DataType(this=exp.DType.TEXT))
+        if isinstance(kind, exp.DataType) and not _params(kind):
+            if kind.this == exp.DType.VARCHAR:  # MySQL's VARCHAR needs a length
+                column.set("kind", exp.DataType(this=exp.DType.TEXT))
+            elif kind.this == exp.DType.VARBINARY:
+                column.set("kind", exp.DataType(this=exp.DType.LONGBLOB))
 
 
 def _drop_include(tree: exp.Expr, ctx: _Context) -> None:
@@ -846,6 +878,8 @@ def _transform(tree: exp.Expr, ctx: _Context) -> list[exp.Expr]:
                 index.set("this", exp.to_identifier(name))
         elif target in _SCHEMA_WIDE_INDEX_NAMES and isinstance(create.this, exp.Index):
             ctx.index_names.add(create.this.name.lower())
+    if source is SQLDialect.postgres and target is not SQLDialect.postgres:
+        _from_postgres_types(tree, ctx)
     if target is SQLDialect.tsql:
         _tsql_types(tree, ctx)
         for index in extra:
@@ -924,11 +958,18 @@ def _parse(statement: Statement, reader: GlotDialect) -> list[exp.Expr]:
         raise StatementError(statement.line, f"cannot read this statement: {exc}") from None
 
 
+_PROCEDURAL = {"TRIGGER", "FUNCTION", "PROCEDURE"}
+
+
 def _translatable(tree: exp.Expr, ctx: _Context) -> bool:
     # Session settings (SET ANSI_NULLS ON, PRAGMA foreign_keys) belong to their engine.
     if isinstance(tree, exp.Command):
         return False
-    return ctx.source == ctx.target or not isinstance(tree, exp.Pragma | exp.Set)
+    if ctx.source == ctx.target:
+        return True
+    if isinstance(tree, exp.Create) and str(tree.kind).upper() in _PROCEDURAL:
+        return False  # parsed, but their bodies are in the source's procedural language
+    return not isinstance(tree, exp.Pragma | exp.Set)
 
 
 def convert(
@@ -951,15 +992,16 @@ def convert(
     with _sqlglot_messages() as messages:
         for done, statement in enumerate(statements, 1):
             ctx.line = statement.line
-            trees = _parse(statement, reader)
-            if len(trees) == 1 and _translatable(trees[0], ctx):
+            known = _tradebase_trigger(statement, ctx)
+            trees = _parse(statement, reader) if known is None else []
+            if known is not None:
+                output += known
+            elif len(trees) == 1 and _translatable(trees[0], ctx):
                 for tree in _transform(trees[0], ctx):
                     output.append(tree.sql(dialect=target.value, pretty=True))
                     for message in messages.messages:
                         ctx.note(message)
                     messages.messages.clear()
-            elif (known := _tradebase_trigger(statement, ctx)) is not None:
-                output += known
             elif source == target:
                 output.append(statement.sql)
             else:
