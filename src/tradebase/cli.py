@@ -12,6 +12,7 @@ from tradebase.audit.cli import app as audit_app
 from tradebase.config import SettingsError, get_settings
 from tradebase.credentials.cli import app as credentials_app
 from tradebase.ops.cli import app as db_app
+from tradebase.ops.schema_cli import app as schema_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
 from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
 
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(schema_app, name="schema")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, inspect
@@ -38,6 +38,7 @@ __all__ = [
     "ensure_updated_at_triggers",
     "json_default",
     "trigger_name",
+    "updated_at_trigger_sql",
     "utcnow_sql",
 ]
 
@@ -107,15 +108,19 @@ class _PortableCheck(ColumnElement[bool]):
         self.template = template
 
 
-def _render_template(template: str, dialect: str) -> str:
+def _render_template(template: str, dialect: str, quote: Callable[[str], str] | None = None) -> str:
     def replace(match: re.Match[str]) -> str:
         kind, column = match.group(1), match.group(2)
+        if quote is not None:
+            column = quote(column)
         if kind == "num":
             # On SQLite `col + 0` is the number in the text; CAST(col ...) would still be
             # "the column" and need its tb_decimal collation, which the sqlite3 shell lacks.
             return f"({column} + 0)" if dialect == "sqlite" else column
         if dialect in ("mysql", "mariadb"):
             return f"CHAR_LENGTH({column})"
+        if dialect == "mssql":
+            return f"LEN({column})"
         return f"length({column})"
 
     return _PLACEHOLDER.sub(replace, template)
@@ -124,6 +129,13 @@ def _render_template(template: str, dialect: str) -> str:
 @compiles(_PortableCheck)
 def _portable_check(element: _PortableCheck, compiler: SQLCompiler, **kw: Any) -> str:
     return _render_template(element.template, compiler.dialect.name)
+
+
+@compiles(_PortableCheck, "mssql")
+def _portable_check_mssql(element: _PortableCheck, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQL Server only gets DDL exports (tradebase schema ddl): OPEN and CLOSE, names of
+    # price_data columns, are reserved words there.
+    return _render_template(element.template, "mssql", compiler.preparer.quote)
 
 
 def ck(name: str, template: str) -> CheckConstraint:
@@ -188,28 +200,51 @@ def trigger_name(table: str) -> str:
     return name
 
 
-def _trigger_ddl(connection: Connection, table: str) -> str:
-    dialect = connection.dialect.name
-    quote = connection.dialect.identifier_preparer.quote
+PG_UPDATED_AT_FUNCTION = (
+    f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$ BEGIN "
+    "IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN "
+    "NEW.updated_at := clock_timestamp(); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+)
+"""The function PostgreSQL's ``updated_at`` triggers call (created before them)."""
+
+
+def updated_at_trigger_sql(dialect: Dialect, table: str, key: Sequence[str] = ("id",)) -> str:
+    """The ``updated_at`` trigger of *table* on *dialect*: it stamps a row whose update left
+    ``updated_at`` as it was. *key* (the primary key's columns) is needed on SQL Server
+    only, which gets DDL exports (``tradebase schema ddl``), not migrations."""
+    quote = dialect.identifier_preparer.quote
     name, target = quote(trigger_name(table)), quote(table)
-    if dialect == "postgresql":
+    if dialect.name == "postgresql":
         return (
             f"CREATE TRIGGER {name} BEFORE UPDATE ON {target} FOR EACH ROW "
             f"EXECUTE FUNCTION {_PG_FUNCTION}()"
         )
-    if dialect in ("mysql", "mariadb"):
+    if dialect.name in ("mysql", "mariadb"):
         return (
             f"CREATE TRIGGER {name} BEFORE UPDATE ON {target} FOR EACH ROW "  # noqa: S608
             "SET NEW.updated_at = IF(NEW.updated_at <=> OLD.updated_at, "
             "UTC_TIMESTAMP(6), NEW.updated_at)"
         )
-    if dialect == "sqlite":
+    if dialect.name == "sqlite":
         return (
             f"CREATE TRIGGER {name} AFTER UPDATE ON {target} FOR EACH ROW "  # noqa: S608
             "WHEN NEW.updated_at IS OLD.updated_at BEGIN "
             f"UPDATE {target} SET updated_at = {SQLITE_NOW} WHERE rowid = NEW.rowid; END"
         )
-    raise ValueError(f"no updated_at trigger for dialect {dialect!r}")
+    if dialect.name == "mssql":
+        # An AFTER trigger sees the rows as `inserted` (new) and `deleted` (old); its own
+        # UPDATE does not fire it again unless RECURSIVE_TRIGGERS is on, and then it finds
+        # updated_at moved and stops.
+        same = " AND ".join(f"i.{quote(col)} = d.{quote(col)}" for col in key)
+        join = " AND ".join(f"t.{quote(col)} = i.{quote(col)}" for col in key)
+        return (
+            f"CREATE TRIGGER {name} ON {target} AFTER UPDATE AS BEGIN SET NOCOUNT ON; "  # noqa: S608
+            f"UPDATE t SET updated_at = SYSUTCDATETIME() FROM {target} AS t "
+            f"JOIN inserted AS i ON {join} JOIN deleted AS d ON {same} "
+            "WHERE i.updated_at = d.updated_at "
+            "OR (i.updated_at IS NULL AND d.updated_at IS NULL); END"
+        )
+    raise ValueError(f"no updated_at trigger for dialect {dialect.name!r}")
 
 
 def _existing_triggers(connection: Connection) -> set[tuple[str, str]]:
@@ -260,15 +295,11 @@ def ensure_updated_at_triggers(connection: Connection, tables: Iterable[str]) ->
     wanted, unwanted = _updated_at_tables(connection, tables)
     existing = _existing_triggers(connection)
     if dialect == "postgresql" and wanted:
-        connection.exec_driver_sql(
-            f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger AS $$ BEGIN "
-            "IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN "
-            "NEW.updated_at := clock_timestamp(); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
-        )
+        connection.exec_driver_sql(PG_UPDATED_AT_FUNCTION)
     created = []
     for table in wanted:
         if (table, trigger_name(table)) not in existing:
-            connection.exec_driver_sql(_trigger_ddl(connection, table))
+            connection.exec_driver_sql(updated_at_trigger_sql(connection.dialect, table))
             created.append(table)
     for table in unwanted:
         if (table, trigger_name(table)) in existing:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mssql, mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -43,6 +43,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name in ("mysql", "mariadb"):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "mssql":  # DDL exports only: UTC without an offset, as on MariaDB
+            return dialect.type_descriptor(mssql.DATETIME2(precision=6))  # type: ignore[no-untyped-call]
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -92,3 +94,8 @@ def _utcnow_mysql(element: utcnow_sql, compiler: SQLCompiler, **kw: Any) -> str:
     # UTC whatever the writing session's time_zone (an expression default, MariaDB 10.2+,
     # MySQL 8.0.13+).
     return "(UTC_TIMESTAMP(6))"
+
+
+@compiles(utcnow_sql, "mssql")
+def _utcnow_mssql(element: utcnow_sql, compiler: SQLCompiler, **kw: Any) -> str:
+    return "SYSUTCDATETIME()"  # CURRENT_TIMESTAMP is the server's local time there
