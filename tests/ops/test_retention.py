@@ -13,10 +13,13 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.conftest import ScratchFactory
 from tests.factories import create_account, create_portfolio, create_user
 from tradebase.audit import service as audit_module
 from tradebase.audit.service import audit as audit_service
 from tradebase.config import Settings, SettingsError
+from tradebase.core import migrate
+from tradebase.core.db import Database, Engines, unit_of_work
 from tradebase.ops import retention as retention_module
 from tradebase.ops.retention import Action, TableReport, policies
 from tradebase.ops.retention import retention as retention_service
@@ -489,3 +492,63 @@ def test_on_sqlite_the_newest_row_is_never_archived(
     (report,) = retention_service.prune(factory, _settings(), at=AT, tables=["messages"])
     assert (report.past_limit, report.eligible, report.done) == (3, 2, 2)
     assert _ids(session, "messages") == {ids[-1]}
+
+
+# --- tradebase db prune --------------------------------------------------------------------
+
+
+def test_the_cli_prints_each_table_and_exits_0(
+    scratch_factory: ScratchFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tradebase.cli import app
+
+    scratch = scratch_factory.new(backend, "prune")
+    settings = scratch.settings()
+    migrate.upgrade(Database.main, settings=settings)
+    engines = Engines(settings)
+    try:
+        with unit_of_work(factory=engines.session_factory(Database.main)) as session:
+            world = World(session, Clock(monkeypatch))
+    finally:
+        engines.dispose()
+    monkeypatch.undo()  # the audit clock: the run's own entries are written now
+    runner = CliRunner()
+    env = {**scratch.env(), "TRADEBASE_RETENTION_ORDERS": "30d"}
+    at = ["--at", "2026-06-15T12:00:00"]  # no zone: UTC
+
+    dry = runner.invoke(app, ["db", "prune", "--dry-run", *at], env=env)
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert lines[0] == "retention as of 2026-06-15T12:00:00+00:00 (dry run: nothing changed)"
+    assert lines[1].split() == ["table", "policy", "past", "limit", "result"]
+    by_table = {line.split()[0]: " ".join(line.split()[1:]) for line in lines[2:]}
+    assert by_table == {
+        "messages": "archive after 90 days 3 would archive 3",
+        "llm_usage": "delete after 365 days 3 would delete 3",
+        "audit_log": "archive after 7 years 3 would archive 3",
+        "bot_metrics": "delete after 30 days 3 would delete 3",
+        "system_metrics": "delete after 7 days 3 would delete 3",
+        "orders": "archive after 30 days 10 would archive 4; 6 kept: still in use",
+        "price_data": "delete after 2 years 3 would delete 3",
+        "portfolio_snapshots": "kept forever - kept",
+        "trades": "kept forever - kept",
+    }
+
+    done = runner.invoke(app, ["db", "prune", *at, "--table", "orders", "-t", "audit_log"], env=env)
+    assert done.exit_code == 0, done.output
+    by_table = {
+        line.split()[0]: " ".join(line.split()[1:]) for line in done.stdout.splitlines()[2:]
+    }
+    assert by_table == {
+        "audit_log": "archive after 7 years 3 archived 3",
+        "orders": "archive after 30 days 10 archived 4 (and 2 order_events); 6 kept: still in use",
+    }
+    verified = runner.invoke(app, ["audit", "verify"], env=env)
+    assert verified.exit_code == 0, verified.output
+    assert "(3 archived entries in audit_log_archive" in verified.stdout
+    assert len(world.past["audit_log"]) == 3
+
+    wrong = runner.invoke(app, ["db", "prune", "--table", "nonesuch"], env=env)
+    assert wrong.exit_code == 2 and "no retention for nonesuch" in wrong.output
