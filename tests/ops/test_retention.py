@@ -552,3 +552,5 @@ def test_the_cli_prints_each_table_and_exits_0(
 
     wrong = runner.invoke(app, ["db", "prune", "--table", "nonesuch"], env=env)
     assert wrong.exit_code == 2 and "no retention for nonesuch" in wrong.output
+    wrong = runner.invoke(app, ["db", "prune", "--at", "2999-01-01"], env=env)
+    assert wrong.exit_code == 2 and "in the future" in wrong.output

@@ -184,8 +184,8 @@ def prune(
     at: Annotated[
         str | None,
         typer.Option(
-            help="The clock: prune as of this ISO 8601 time (no zone: UTC; default: now),"
-            " for tests and backfills."
+            help="The clock: prune as of this ISO 8601 time (no zone: UTC; default: now; not"
+            " in the future), for tests and backfills."
         ),
     ] = None,
 ) -> None:
@@ -221,6 +221,8 @@ def prune(
                 f"{at!r} is not an ISO 8601 time, e.g. 2026-01-31T09:30:00Z", param_hint="--at"
             ) from None
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if moment > datetime.now(UTC):  # a typo would remove rows before their time
+            raise typer.BadParameter(f"{at!r} is in the future", param_hint="--at")
     moment = moment or datetime.now(UTC)
     settings = get_settings()
     engines = Engines(settings)
