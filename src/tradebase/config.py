@@ -6,6 +6,8 @@ Every setting has a description; ``tests/test_config.py`` checks that the README
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +29,36 @@ _DEFAULT_DRIVERS = {
     "sqlite": "sqlite",
 }
 _SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+_RETENTION = re.compile(r"^(?P<amount>[0-9]{1,5})(?P<unit>[dwy])(?::(?P<action>delete|archive))?$")
+RETENTION_UNITS = {"d": "days", "w": "weeks", "y": "years"}
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    """A parsed ``TRADEBASE_RETENTION_<TABLE>`` value: keep rows for *amount* *unit*
+    (``days``, ``weeks`` or calendar ``years``), then delete or archive them; *action* None
+    means the table's default action."""
+
+    amount: int
+    unit: str
+    action: str | None
+
+
+def parse_retention(value: str) -> RetentionRule | None:
+    """Parse ``off`` (keep forever: None), ``90d``, ``4w``, ``7y``, optionally followed by
+    ``:delete`` or ``:archive``; raise ValueError naming the expected form otherwise."""
+    text = value.strip().lower()
+    if text == "off":
+        return None
+    match = _RETENTION.match(text)
+    if match is None or int(match["amount"]) == 0:
+        raise ValueError(
+            f"{value!r} is not a retention: write off, or a period such as 90d, 4w or 7y,"
+            " optionally with :delete or :archive (e.g. 90d:archive)"
+        )
+    return RetentionRule(int(match["amount"]), RETENTION_UNITS[match["unit"]], match["action"])
 
 
 class SettingsError(Exception):
@@ -153,6 +185,56 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576, description="Largest request body accepted; larger ones get 413."
     )
+
+    # Retention (tradebase db prune): how long each table keeps its rows. Seed 002's table,
+    # seed 003's orders archive (off by default) and seed 004's two years of price_data.
+    retention_messages: str = Field(
+        default="90d:archive",
+        description="How long chat messages are kept before they move to messages_archive.",
+    )
+    retention_llm_usage: str = Field(
+        default="365d:delete", description="How long LLM usage and cost rows are kept."
+    )
+    retention_audit_log: str = Field(
+        default="7y:archive",
+        description=(
+            "How long audit entries stay in audit_log before they move to audit_log_archive"
+            " (the chain keeps verifying from a checkpoint; archive only)."
+        ),
+    )
+    retention_bot_metrics: str = Field(
+        default="30d:delete", description="How long bot metrics are kept."
+    )
+    retention_system_metrics: str = Field(
+        default="7d:delete", description="How long system metrics are kept."
+    )
+    retention_orders: str = Field(
+        default="off",
+        description=(
+            "When finished orders (filled, cancelled, rejected, expired) with no fills or other"
+            " rows pointing at them move to orders_archive with their events, e.g. 30d."
+        ),
+    )
+    retention_price_data: str = Field(
+        default="2y:delete", description="How long OHLCV bars (price_data) are kept."
+    )
+    retention_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=5_000, description="Rows deleted or archived per transaction by db prune."
+    )
+
+    @field_validator(
+        "retention_messages",
+        "retention_llm_usage",
+        "retention_audit_log",
+        "retention_bot_metrics",
+        "retention_system_metrics",
+        "retention_orders",
+        "retention_price_data",
+    )
+    @classmethod
+    def _valid_retention(cls, value: str) -> str:
+        parse_retention(value)
+        return value.strip().lower()
 
     @field_validator("database_url", "credentials_database_url")
     @classmethod

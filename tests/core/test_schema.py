@@ -88,10 +88,12 @@ EXPECTED: dict[str, str] = {
     "web_sessions": "id user_id token_hash ip_address user_agent created_at last_seen_at"
     " expires_at revoked_at",
     "audit_chain_head": "id last_id last_hash entries updated_at",
+    # operations (issue 7): where the audit chain resumes after archiving
+    "audit_checkpoint": "id last_id last_hash entries updated_at",
     # trading engine (issue 4)
     "cash_movements": "id portfolio_id user_id kind amount balance_after trade_id note created_at",
 }
-ARCHIVES = {"audit_log", "messages", "orders"}
+ARCHIVES = {"audit_log", "messages", "orders", "order_events"}
 CREDENTIALS_EXPECTED: dict[str, str] = {
     "credentials": f"id user_id owner_type owner_id kind name ciphertext key_id last4"
     f" rotated_at {TS}",

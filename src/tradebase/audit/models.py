@@ -62,4 +62,21 @@ class AuditChainHead(Base):
     __table_args__ = (ck("single_row", "id = 1"),)
 
 
+class AuditCheckpoint(Base):
+    """Where the chain continues after its oldest entries were archived: the last archived
+    entry's id and ``row_hash`` (the ``prev_hash`` of the first entry left in
+    ``audit_log``) and how many entries were archived. One row, moved by each archive batch
+    in the transaction that moves the entries (see docs/audit.md)."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_id: Mapped[int | None] = mapped_column(BigID)
+    last_hash: Mapped[str | None] = mapped_column(String(64))
+    entries: Mapped[int] = mapped_column(BigID, default=0, server_default="0")
+    updated_at: Mapped[datetime] = updated_at_column()
+
+    __table_args__ = (ck("single_row", "id = 1"),)
+
+
 audit_log_archive = archive_table(AuditLog.__table__)  # type: ignore[arg-type]

@@ -4,7 +4,9 @@ Every entry's ``row_hash`` is the SHA-256 of a canonical serialisation of the en
 id, timestamp, fields and ``prev_hash``), and ``prev_hash`` is the previous entry's
 ``row_hash``, so changing, deleting or inserting a row breaks the chain at that row. The
 single ``audit_chain_head`` row records the last entry and the count; appends lock it, so
-the chain stays linear when many processes write at once. See docs/audit.md.
+the chain stays linear when many processes write at once. Retention moves the oldest
+entries to ``audit_log_archive`` and records in ``audit_checkpoint`` where the chain goes
+on; verify walks the archive, then the log from that checkpoint. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -27,8 +29,10 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    delete,
     func,
     insert,
+    literal,
     select,
     type_coerce,
     update,
@@ -38,11 +42,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from tradebase.accounts import models as _accounts  # also: audit_log.user_id -> users
-from tradebase.audit.models import AuditChainHead, AuditLog
+from tradebase.audit.models import AuditChainHead, AuditCheckpoint, AuditLog, audit_log_archive
 from tradebase.core.errors import Conflict, TradebaseError
 from tradebase.core.models import attach
 from tradebase.core.prepared import Prepared, connection_of
-from tradebase.core.time import ensure_utc, utc_now
+from tradebase.core.time import UTCDateTime, ensure_utc, utc_now
 
 HASH_VERSION: Final = "tradebase-audit-v1"
 GENESIS_HASH: Final = "0" * 64  # prev_hash of the first entry
@@ -51,6 +55,9 @@ HEAD_ID: Final = 1
 
 _log = cast(Table, AuditLog.__table__)
 _head = cast(Table, AuditChainHead.__table__)
+_archive = audit_log_archive
+_checkpoint = cast(Table, AuditCheckpoint.__table__)
+CHECKPOINT_ID: Final = 1
 
 # Compact, sorted keys (inside details), UTF-8 as is: one byte string per entry.
 _ENCODER: Final = json.JSONEncoder(
@@ -96,6 +103,33 @@ class ChainHead:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """Where the chain resumes in ``audit_log`` after archiving: the last archived entry
+    (the ``prev_hash`` of the first entry left) and how many entries were archived."""
+
+    last_id: int | None
+    last_hash: str | None
+    entries: int
+
+
+@dataclass(frozen=True)
+class ArchivedBatch:
+    """One batch moved to ``audit_log_archive``: how many entries, the first and the last."""
+
+    entries: int
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    # How far a walk got: the last entry checked, its hash and how many were checked.
+    prev_id: int | None
+    expected: str
+    checked: int
+
+
+@dataclass(frozen=True)
 class _LockedHead:
     last_id: int | None
     last_hash: str | None
@@ -106,8 +140,8 @@ class _LockedHead:
 class VerifyResult:
     """What ``verify`` found: ``ok``, or the first bad entry and what happened to it.
 
-    ``problem`` is one of ``altered``, ``deleted``, ``inserted``, ``head mismatch`` and
-    ``anchor mismatch``.
+    ``problem`` is one of ``altered``, ``deleted``, ``inserted``, ``head mismatch``,
+    ``checkpoint mismatch`` and ``anchor mismatch``.
     """
 
     ok: bool
@@ -224,20 +258,20 @@ def _required(name: str, value: str | None, limit: int, *, optional: bool = Fals
 # --- reading ---------------------------------------------------------------------------
 
 
-def _raw_columns() -> list[ColumnElement[Any]]:
+def _raw_columns(table: Table = _log) -> list[ColumnElement[Any]]:
     # Timestamp and details are read as the driver gives them: a row that raw SQL filled
     # with something unparseable must be reported as altered, not crash the walk.
     columns: list[ColumnElement[Any]] = []
     for name in HASHED_FIELDS:
-        column = _log.c[name]
+        column = table.c[name]
         if name == "timestamp":
             columns.append(type_coerce(column, String).label(name))
         elif name == "details":
             columns.append(type_coerce(column, Text).label(name))
         else:
             columns.append(column)
-    columns.append(_log.c.row_hash)
-    columns.append(_log.c.user_id)
+    columns.append(table.c.row_hash)
+    columns.append(table.c.user_id)
     return columns
 
 
@@ -280,6 +314,9 @@ _MOVE_HEAD = Prepared(
         updated_at=bindparam("now", type_=_head.c.updated_at.type),
     )
 )
+_READ_CHECKPOINT = select(
+    _checkpoint.c.last_id, _checkpoint.c.last_hash, _checkpoint.c.entries
+).where(_checkpoint.c.id == CHECKPOINT_ID)
 _INSERT_ROW = Prepared(insert(_log))
 _INSERT_RETURNING = insert(_log).returning(_log.c.id, _log.c.timestamp, _log.c.details)
 _SET_ROW_HASH = (
@@ -387,6 +424,74 @@ class AuditService:
             raise AuditChainHeadMissing("the audit chain head row is missing")
         return _LockedHead(rows[0].last_id, rows[0].last_hash, rows[0].top_id)
 
+    def checkpoint(self, session: Session) -> Checkpoint | None:
+        """Return the archive checkpoint as it is now (None when its row is missing)."""
+        row = session.execute(_READ_CHECKPOINT).one_or_none()
+        if row is None:
+            return None
+        return Checkpoint(row.last_id, row.last_hash, int(row.entries))
+
+    def archive(
+        self,
+        session: Session,
+        *,
+        before: datetime,
+        limit: int,
+        through_id: int | None = None,
+        now: datetime | None = None,
+    ) -> ArchivedBatch | None:
+        """Move the oldest entries recorded before *before* (and up to entry *through_id*),
+        at most *limit* of them, to ``audit_log_archive`` with ``archived_at`` *now*, and
+        move the checkpoint to the last one, in the caller's transaction; return what moved
+        (None: nothing is that old).
+
+        Only a prefix of the chain moves: the walk stops at the first entry at or after
+        *before*, so an entry whose clock ran a little behind its predecessor's stays with
+        it and the chain left in ``audit_log`` has no gap.
+        """
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        locked = _READ_CHECKPOINT if sqlite else _READ_CHECKPOINT.with_for_update()
+        if sqlite:  # take the write lock before reading, as record() does
+            session.execute(
+                update(_checkpoint)
+                .where(_checkpoint.c.id == CHECKPOINT_ID)
+                .values(updated_at=_checkpoint.c.updated_at)
+            )
+        row = session.execute(locked).one_or_none()
+        if row is None:
+            raise AuditChainHeadMissing("the audit checkpoint row is missing")
+        young = select(func.min(_log.c.id)).where(_log.c.timestamp >= ensure_utc(before))
+        boundary = session.scalar(young)
+        query = select(_log.c.id, _log.c.row_hash).order_by(_log.c.id).limit(limit)
+        if boundary is not None:
+            query = query.where(_log.c.id < boundary)
+        if through_id is not None:
+            query = query.where(_log.c.id <= through_id)
+        if not sqlite:
+            query = query.with_for_update()
+        rows = session.execute(query).all()
+        if not rows:
+            return None
+        first, last = rows[0], rows[-1]
+        names = [column.name for column in _log.columns]
+        moment = ensure_utc(now or utc_now())
+        copied = select(
+            *[_log.c[name] for name in names], literal(moment, UTCDateTime()).label("archived_at")
+        ).where(_log.c.id >= first.id, _log.c.id <= last.id)
+        session.execute(insert(_archive).from_select([*names, "archived_at"], copied))
+        session.execute(delete(_log).where(_log.c.id >= first.id, _log.c.id <= last.id))
+        session.execute(
+            update(_checkpoint)
+            .where(_checkpoint.c.id == CHECKPOINT_ID)
+            .values(
+                last_id=last.id,
+                last_hash=last.row_hash,
+                entries=_checkpoint.c.entries + len(rows),
+                updated_at=moment,
+            )
+        )
+        return ArchivedBatch(len(rows), first.id, last.id)
+
     def verify(
         self,
         session: Session,
@@ -397,25 +502,118 @@ class AuditService:
         """Walk the chain in id order and report the first entry that was altered, deleted
         or inserted, then check the last entry and the count against the chain head.
 
+        Entries archived by retention are walked first, in ``audit_log_archive``, and must
+        end at the checkpoint; the walk then goes on in ``audit_log`` from the checkpoint,
+        whose hash the first entry left there links to. When the archive no longer holds
+        them, the walk starts from the checkpoint.
+
         Reads in batches of BATCH_SIZE; *progress* is called with the number of entries
         checked so far after each batch. *anchor* is an ``(id, row_hash)`` kept outside
         the database (a verified result's ``last_id`` and ``last_hash``): a chain that
         verifies but no longer holds that entry with that hash was rewritten.
         """
-        columns = _raw_columns()
+        result = VerifyResult(False, 0)
+        for _ in range(3):
+            checkpoint = self.checkpoint(session)
+            result = self._verify(session, checkpoint, progress, anchor)
+            # Under READ COMMITTED an archive batch that commits during the walk moves
+            # entries out from under it: walk again from the new checkpoint.
+            if result.ok or self.checkpoint(session) == checkpoint:
+                return result
+        return result
+
+    def _verify(
+        self,
+        session: Session,
+        checkpoint: Checkpoint | None,
+        progress: Callable[[int], None] | None,
+        anchor: tuple[int, str] | None,
+    ) -> VerifyResult:
+        if checkpoint is None:
+            return VerifyResult(
+                False, 0, None, "checkpoint mismatch", "the audit checkpoint row is missing"
+            )
+        archived = self._walk(session, _archive, _Cursor(None, GENESIS_HASH, 0), progress)
+        if isinstance(archived, VerifyResult):
+            return replace(archived, message=f"in audit_log_archive: {archived.message}")
+        start = _Cursor(
+            checkpoint.last_id, checkpoint.last_hash or GENESIS_HASH, checkpoint.entries
+        )
+        if (checkpoint.last_id is None) != (checkpoint.entries == 0) or (
+            checkpoint.last_id is not None and checkpoint.last_hash is None
+        ):
+            return VerifyResult(
+                False,
+                0,
+                checkpoint.last_id,
+                "checkpoint mismatch",
+                f"the audit checkpoint is inconsistent: entry {checkpoint.last_id},"
+                f" {checkpoint.entries} entries archived",
+            )
+        if archived.checked and archived != start:
+            return VerifyResult(
+                False,
+                archived.checked,
+                archived.prev_id,
+                "checkpoint mismatch",
+                f"audit_log_archive holds {archived.checked} entries up to entry"
+                f" {archived.prev_id}, the checkpoint records {checkpoint.entries} up to entry"
+                f" {checkpoint.last_id}: the archive or the checkpoint was changed",
+            )
+        if checkpoint.last_id is not None:
+            stray = session.scalar(
+                select(func.min(_log.c.id)).where(_log.c.id <= checkpoint.last_id)
+            )
+            if stray is not None:
+                return VerifyResult(
+                    False,
+                    checkpoint.entries,
+                    stray,
+                    "inserted",
+                    f"entry {stray} was inserted: it is at or before the checkpoint (entry"
+                    f" {checkpoint.last_id}), up to which the entries were archived",
+                )
+        result = self._walk(session, _log, start, progress, checkpoint=checkpoint)
+        assert isinstance(result, VerifyResult)
+        if result.ok and checkpoint.entries:
+            where = "in audit_log_archive" if archived.checked else "no longer in the archive"
+            result = replace(
+                result,
+                message=f"{result.message} ({checkpoint.entries} archived entries {where},"
+                f" checkpoint at entry {checkpoint.last_id})",
+            )
+        if result.ok and anchor is not None:
+            return self._check_anchor(session, anchor, result, checkpoint)
+        return result
+
+    def _walk(
+        self,
+        session: Session,
+        table: Table,
+        start: _Cursor,
+        progress: Callable[[int], None] | None,
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> VerifyResult | _Cursor:
+        # Walk *table* from *start*: the first bad entry as a failed result, else (for the
+        # archive) how far it got, or (for audit_log) the result of the checks of the head.
+        live = table is _log
+        columns = _raw_columns(table)
         sha256 = hashlib.sha256
         encode = _ENCODER.encode
         iso, loads, texts = _iso, json.loads, (str, bytes)
-        checked = 0
-        prev_id: int | None = None
-        expected = GENESIS_HASH
+        checked = start.checked
+        prev_id = start.prev_id
+        expected = start.expected
         refetched = False
         while True:
-            query = select(*columns).order_by(_log.c.id).limit(BATCH_SIZE)
+            query = select(*columns).order_by(table.c.id).limit(BATCH_SIZE)
             if prev_id is not None:
-                query = query.where(_log.c.id > prev_id)
+                query = query.where(table.c.id > prev_id)
             rows = session.execute(query).all()
             if not rows:
+                if not live:
+                    return _Cursor(prev_id, expected, checked)
                 # Under READ COMMITTED, entries committed during the walk show up only in
                 # a later query: walk on once more if the head is now further than we are.
                 head = self.chain_head(session)
@@ -427,10 +625,7 @@ class AuditService:
                 if further and not refetched:
                     refetched = True
                     continue
-                result = self._check_head(session, head, prev_id, expected, checked)
-                if result.ok and anchor is not None:
-                    return self._check_anchor(session, anchor, result)
-                return result
+                return self._check_head(session, head, prev_id, expected, checked)
             refetched = False
             orphaned = self._wrongly_orphaned(session, rows)
             for row in rows:
@@ -448,16 +643,16 @@ class AuditService:
                     msg,
                     prev,
                     stored,
-                    live,
+                    current_uid,
                 ) = row
-                if (live is not None and live != uid) or rid in orphaned:
+                if (current_uid is not None and current_uid != uid) or rid in orphaned:
                     return VerifyResult(
                         False,
                         checked,
                         rid,
                         "altered",
-                        f"entry {rid} was altered: its user_id is {live}, it was recorded for"
-                        f" user {uid}",
+                        f"entry {rid} was altered: its user_id is {current_uid}, it was"
+                        f" recorded for user {uid}",
                     )
                 try:
                     digest: str | None = sha256(
@@ -470,7 +665,12 @@ class AuditService:
                 except (ValueError, TypeError):  # unreadable after raw SQL: not as hashed
                     digest = None
                 if digest != stored or prev != expected:
-                    return self._diagnose(session, row, prev_id, expected, digest, checked)
+                    boundary = (
+                        checkpoint.last_id if checkpoint and checked == start.checked else None
+                    )
+                    return self._diagnose(
+                        session, row, prev_id, expected, digest, checked, table, boundary
+                    )
                 expected = stored
                 prev_id = rid
                 checked += 1
@@ -499,8 +699,12 @@ class AuditService:
         expected: str,
         digest: str | None,
         checked: int,
+        table: Table = _log,
+        boundary: int | None = None,
     ) -> VerifyResult:
-        """Name the first bad entry, given the first row that does not hash or link."""
+        """Name the first bad entry, given the first row that does not hash or link.
+
+        *boundary* is the checkpoint's entry when the row is the first one after it."""
         rid: int = row.id
         row_hash: str | None = row.row_hash
         prev_hash: str | None = row.prev_hash
@@ -511,9 +715,9 @@ class AuditService:
         def first_with_hash(value: str | None, *, other_than: int | None = None) -> int | None:
             if value is None:
                 return None
-            query = select(func.min(_log.c.id)).where(_log.c.row_hash == value)
+            query = select(func.min(table.c.id)).where(table.c.row_hash == value)
             if other_than is not None:
-                query = query.where(_log.c.id != other_than)
+                query = query.where(table.c.id != other_than)
             found: int | None = session.scalar(query)
             return found
 
@@ -530,7 +734,7 @@ class AuditService:
                     return bad(
                         "inserted", rid, f"entry {rid} was inserted: a copy of entry {original}"
                     )
-        head = self.chain_head(session)
+        head = self.chain_head(session) if table is _log else None
         past_head = head is not None and (head.last_id is None or rid > head.last_id)
         if past_head and head is not None and row_hash != head.last_hash:
             return bad(
@@ -542,7 +746,7 @@ class AuditService:
             # It links to an earlier entry, skipping the ones just before it.
             linked = first_with_hash(prev_hash)
             if linked is not None and linked < prev_id:
-                first = session.scalar(select(func.min(_log.c.id)).where(_log.c.id > linked))
+                first = session.scalar(select(func.min(table.c.id)).where(table.c.id > linked))
                 assert first is not None
                 return bad(
                     "inserted",
@@ -557,6 +761,13 @@ class AuditService:
                 rid,
                 f"entry {rid} is the first entry but links to an earlier one:"
                 " the entries before it were deleted",
+            )
+        if boundary is not None and rid == boundary + 1:
+            return bad(
+                "checkpoint mismatch",
+                rid,
+                f"entry {rid}, the first after the checkpoint, does not link to the hash the"
+                f" checkpoint records for entry {boundary}: the checkpoint was changed",
             )
         if rid == prev_id + 1:
             return bad(
@@ -639,11 +850,20 @@ class AuditService:
         )
 
     def _check_anchor(
-        self, session: Session, anchor: tuple[int, str], result: VerifyResult
+        self,
+        session: Session,
+        anchor: tuple[int, str],
+        result: VerifyResult,
+        checkpoint: Checkpoint,
     ) -> VerifyResult:
         entry_id, anchored = anchor
+        anchored = anchored.strip().lower()
         stored = session.scalar(select(_log.c.row_hash).where(_log.c.id == entry_id))
-        if stored == anchored.strip().lower():
+        if stored is None:  # archived since: the archive, or the checkpoint, still knows it
+            stored = session.scalar(select(_archive.c.row_hash).where(_archive.c.id == entry_id))
+            if stored is None and entry_id == checkpoint.last_id:
+                stored = checkpoint.last_hash
+        if stored == anchored:
             return result
         if stored is None:
             message = f"entry {entry_id} is gone, but an anchor was kept for it"

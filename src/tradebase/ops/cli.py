@@ -170,3 +170,113 @@ def check(database: DatabaseOption = Target.all) -> None:
             )
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go and change nothing.")
+    ] = False,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="Only this table (repeat for more); default: all."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="The clock: prune as of this ISO 8601 time (no zone: UTC; default: now; not"
+            " in the future), for tests and backfills."
+        ),
+    ] = None,
+) -> None:
+    """Delete or archive the rows past each table's retention (TRADEBASE_RETENTION_*).
+
+    Prints, per table, the policy, how many rows are past the limit and what was done (or,
+    with --dry-run, what would be). Rows go in batches, one transaction each: an
+    interrupted run leaves whole batches, and running again carries on. Rows that others
+    still point at stay (see README, Configuration).
+    """
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
+
+    from tradebase.config import get_settings
+    from tradebase.core.db import Engines
+    from tradebase.ops.retention import TABLES, TableReport
+    from tradebase.ops.retention import retention as retention_service
+
+    unknown = sorted(set(table or []) - set(TABLES))
+    if unknown:
+        raise typer.BadParameter(
+            f"no retention for {', '.join(unknown)}; tables: {', '.join(TABLES)}",
+            param_hint="--table",
+        )
+    moment = None
+    if at is not None:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{at!r} is not an ISO 8601 time, e.g. 2026-01-31T09:30:00Z", param_hint="--at"
+            ) from None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if moment > datetime.now(UTC):  # a typo would remove rows before their time
+            raise typer.BadParameter(f"{at!r} is in the future", param_hint="--at")
+    moment = moment or datetime.now(UTC)
+    settings = get_settings()
+    engines = Engines(settings)
+    console = Console(stderr=True)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def advance(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done)
+
+            reports: list[TableReport] = retention_service.prune(
+                engines.session_factory(Database.main),
+                settings,
+                at=moment,
+                dry_run=dry_run,
+                tables=table,
+                progress=advance,
+            )
+    finally:
+        engines.dispose()
+
+    def result(report: TableReport) -> str:
+        action = report.policy.action.value
+        if report.cutoff is None:
+            return "kept"
+        if dry_run:
+            text = f"would {action} {report.eligible}"
+        else:
+            text = f"{action}d {report.done}"
+            for name, count in report.along.items():
+                text += f" (and {count} {name})"
+        if report.kept_in_use:
+            text += f"; {report.kept_in_use} kept: still in use"
+        return text
+
+    rows = [("table", "policy", "past limit", "result")]
+    for report in reports:
+        past = "-" if report.cutoff is None else str(report.past_limit)
+        rows.append((report.policy.table, report.policy.describe(), past, result(report)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    when = moment.isoformat(timespec="seconds")
+    typer.echo(f"retention as of {when}" + (" (dry run: nothing changed)" if dry_run else ""))
+    for name, policy, past, what in rows:
+        typer.echo(
+            f"{name:<{widths[0]}}  {policy:<{widths[1]}}  {past:>{widths[2]}}  {what}".rstrip()
+        )

@@ -235,3 +235,4 @@ class Trade(Timestamps, Base):
 
 
 orders_archive = archive_table(Order.__table__)  # type: ignore[arg-type]
+order_events_archive = archive_table(OrderEvent.__table__)  # type: ignore[arg-type]
