@@ -3,23 +3,36 @@ same transaction: order, events, trade, position and cash together, or none of t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import (
+    CompoundSelect,
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.base import Execution
+from tradebase.brokers.errors import NoPrice
 from tradebase.brokers.paper import PaperBroker
-from tradebase.calendars.service import is_open
+from tradebase.calendars.service import is_open, trading_day_close
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
-from tradebase.core.money import quantize
+from tradebase.core.money import at_least, at_most, key_params, quantize
 from tradebase.core.time import utc_now
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
@@ -302,7 +315,12 @@ class OrderService:
     def _place_resting(
         self, session: Session, principal: Principal, portfolio: Portfolio, **fields: Any
     ) -> Order:
-        """A limit or stop order rests (status open) until a price bar fills it."""
+        """A limit or stop order rests (status open) until a price bar fills it.
+
+        Time in force: GTC rests until it fills or is cancelled; DAY also expires at the
+        close of its exchange's trading day (``expires_at``, fixed now); IOC is matched at
+        once against the latest bar of its symbol, and what does not fill is cancelled.
+        """
         order_type, price, trigger = fields["order_type"], fields["price"], fields["trigger_price"]
         if order_type in (OrderType.limit, OrderType.stop_limit) and price is None:
             raise UnsupportedOrder(
@@ -313,12 +331,8 @@ class OrderService:
                 f"a {order_type} order needs a trigger_price (its stop)",
                 details={"field": "trigger_price"},
             )
-        if fields["time_in_force"] != TimeInForce.GTC:
-            raise UnsupportedOrder(
-                f"{fields['time_in_force']} is not supported yet for resting orders: use GTC",
-                details={"field": "time_in_force"},
-            )
         now = utc_now()
+        time_in_force = fields["time_in_force"]
         values = {
             **fields,
             "user_id": portfolio.user_id,
@@ -327,6 +341,14 @@ class OrderService:
             "status": OrderStatus.open,
             "placed_at": now,
         }
+        reference: Bar | None = None
+        if time_in_force == TimeInForce.DAY:
+            values["expires_at"] = day_end(session, fields["exchange"], now)
+        elif time_in_force == TimeInForce.IOC:
+            try:
+                reference = self._ioc_reference(session, fields["symbol"], fields["exchange"], now)
+            except TradebaseError as refusal:
+                return self._reject_resting(session, principal, values, refusal, now)
         moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
             (OrderEventType.created, None, OrderStatus.pending, {}),
             (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
@@ -336,6 +358,13 @@ class OrderService:
         if isinstance(order_id, Order):
             return order_id
         self._write_events(session, order_id, moves, now)
+        placed = session.get(Order, order_id)
+        assert placed is not None
+        if reference is not None:
+            self._match_order(session, placed, reference, now)
+            if placed.status in RESTING:
+                self._cancel_with_reason(session, placed, "IOC: not filled immediately", now)
+            session.flush()
         audit_service.record(
             session,
             action="order.placed",
@@ -349,12 +378,84 @@ class OrderService:
                 "side": fields["side"],
                 "type": order_type,
                 "quantity": str(fields["quantity"]),
-                "status": OrderStatus.open,
+                "time_in_force": time_in_force,
+                "status": placed.status,
             },
         )
-        placed = session.get(Order, order_id)
-        assert placed is not None
         return placed
+
+    def _ioc_reference(self, session: Session, symbol: str, exchange: str, now: datetime) -> Bar:
+        """What an IOC order is matched against: the latest bar of its symbol as a single
+        price, its close (a limit order's price is its limit, never a hint), with that
+        bar's volume for a participation cap."""
+        market = is_open(session, exchange, now)
+        if not market.open:
+            raise MarketClosed(
+                f"{market.reason}; an IOC order needs an open market",
+                details={"exchange": exchange},
+            )
+        latest = session.execute(
+            select(PriceData.close, PriceData.volume)
+            .where(PriceData.symbol == symbol, PriceData.exchange == exchange)
+            .order_by(PriceData.timestamp.desc(), PriceData.id.desc())
+            .limit(1)
+        ).first()
+        if latest is None:
+            raise NoPrice(
+                f"no price for {symbol}: an IOC order is matched against the latest bar;"
+                " post bars to /api/v1/prices",
+                details={"symbol": symbol, "exchange": exchange},
+            )
+        close, volume = latest
+        return Bar(close, close, close, close, volume)
+
+    def _reject_resting(
+        self,
+        session: Session,
+        principal: Principal,
+        values: dict[str, Any],
+        refusal: TradebaseError,
+        now: datetime,
+    ) -> Order:
+        """Keep the refused order as rejected, with the reason, and raise `OrderRejected`."""
+        values = values | {
+            "status": OrderStatus.rejected,
+            "reject_reason": refusal.message,
+            "placed_at": None,
+        }
+        check_move(OrderStatus.pending, OrderStatus.rejected)
+        order_id = self._insert_order(session, principal, values)
+        if isinstance(order_id, Order):
+            return order_id
+        moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (OrderEventType.created, None, OrderStatus.pending, {}),
+            (
+                OrderEventType.rejected,
+                OrderStatus.pending,
+                OrderStatus.rejected,
+                {"reason": refusal.message},
+            ),
+        ]
+        self._write_events(session, order_id, moves, now)
+        audit_service.record(
+            session,
+            action="order.rejected",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order_id,
+            details={"reason": refusal.message},
+            ip_address=principal.ip_address,
+        )
+        raise OrderRejected(
+            f"order rejected: {refusal.message}",
+            details={
+                "order_id": order_id,
+                "reason": refusal.message,
+                "cause": refusal.error_code,
+                **refusal.details,
+            },
+        ) from refusal
 
     def match_bar(
         self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
@@ -362,51 +463,103 @@ class OrderService:
         """Fill the resting orders of *symbol* that *bar* reaches; return the fills made.
 
         The bar's time *at* is the paper clock: fills, positions and cash are stamped with
-        it, so replaying the same bars gives the same book.
+        it, so replaying the same bars gives the same book. Orders whose day is over by *at*
+        (DAY orders past their close) expire first, so that bar cannot fill them.
         """
-        resting = session.scalars(
-            select(Order)
-            .where(
-                Order.symbol == symbol,
-                Order.exchange == exchange,
-                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
-                Order.order_type.in_(list(RESTING_TYPES)),
-            )
-            .order_by(Order.id)
-        ).all()
+        self._expire(session, self._due(session, at, symbol=symbol, exchange=exchange))
         fills = self._release_children(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
-        for order in resting:
-            params = dict(order.algo_params or {})
-            found = match(
-                order.order_type,
-                order.side,
-                bar,
-                price=order.price,
-                trigger=order.trigger_price,
-                triggered=bool(params.get("triggered")),
-            )
-            if found is None:
-                continue
-            if found.triggered:
-                params["triggered"] = True
-                order.algo_params = params
-                self._write_events(
-                    session,
-                    order.id,
-                    [
-                        (
-                            OrderEventType.triggered,
-                            order.status,
-                            order.status,
-                            {"at": str(found.price)},
-                        )
-                    ],
-                    at,
-                )
-            if found.price is not None and self._fill_resting(session, order, found.price, bar, at):
+        for order in self._reachable(session, symbol=symbol, exchange=exchange, bar=bar):
+            if self._match_order(session, order, bar, at):
                 fills += 1
         session.flush()
         return fills
+
+    def _reachable(self, session: Session, *, symbol: str, exchange: str, bar: Bar) -> list[Order]:
+        """The resting orders of *symbol* that *bar* can fill or trigger, by id: a buy
+        limit at or above the low, a sell limit at or below the high, a buy stop at or below
+        the high, a sell stop at or above the low; a triggered stop_limit is a limit. These
+        are exactly the orders `match` does not answer None for: each branch is a range on
+        idx_orders_book_price or idx_orders_book_trigger, not a scan of the book."""
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        params = {
+            "symbol": symbol,
+            "exchange": exchange,
+            **key_params("low", bar.low),
+            **key_params("high", bar.high),
+        }
+        found = session.scalars(_book_statement(sqlite), params).all()
+        return sorted(found, key=lambda order: order.id)
+
+    def _match_order(self, session: Session, order: Order, bar: Bar, at: datetime) -> bool:
+        """Let *bar* trigger and/or fill one resting order; True if it filled."""
+        found = match(
+            order.order_type,
+            order.side,
+            bar,
+            price=order.price,
+            trigger=order.trigger_price,
+            triggered=order.triggered_at is not None,
+        )
+        if found is None:
+            return False
+        if found.triggered:
+            order.triggered_at = at
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.triggered, order.status, order.status, {"at": str(found.price)})],
+                at,
+            )
+        return found.price is not None and self._fill_resting(session, order, found.price, bar, at)
+
+    def _due(
+        self,
+        session: Session,
+        at: datetime,
+        *,
+        symbol: str | None = None,
+        exchange: str | None = None,
+    ) -> Sequence[Order]:
+        due = session.scalars(due_query(at, symbol=symbol, exchange=exchange)).all()
+        return sorted(due, key=lambda order: order.id)
+
+    def _expire(self, session: Session, orders: Sequence[Order]) -> int:
+        """Expire *orders* at their ``expires_at``; an order that another transaction moved
+        meanwhile is left to it (compare-and-set on the status)."""
+        expired = 0
+        for order in orders:
+            before = order.status
+            target = check_move(before, OrderStatus.expired)
+            moved = session.execute(
+                update(Order)
+                .where(Order.id == order.id, Order.status == before)
+                .values(status=target)
+                .execution_options(synchronize_session="evaluate")
+            )
+            if not cast(CursorResult[Any], moved).rowcount:
+                continue
+            assert order.expires_at is not None
+            self._write_events(
+                session,
+                order.id,
+                [
+                    (
+                        OrderEventType.expired,
+                        before,
+                        target,
+                        {"reason": f"DAY order: its trading day closed at {order.expires_at}"},
+                    )
+                ],
+                order.expires_at,
+            )
+            expired += 1
+        return expired
+
+    def expire_day_orders(self, session: Session, at: datetime | None = None) -> int:
+        """Expire every resting order whose trading day closed by *at* (default: now), as
+        the first bar after the close would; return how many expired. For a job or
+        ``tradebase orders expire``."""
+        return self._expire(session, self._due(session, at or utc_now()))
 
     def _release_children(
         self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
@@ -414,16 +567,9 @@ class OrderService:
         """twap/vwap parents: release the children that are due by *at* as market orders
         filled at the bar's close. The first bar after placement starts the schedule: child
         i is due at start + i x duration / slices."""
-        parents = session.scalars(
-            select(Order)
-            .where(
-                Order.symbol == symbol,
-                Order.exchange == exchange,
-                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
-                Order.order_type.in_(list(ALGO_TYPES)),
-            )
-            .order_by(Order.id)
-        ).all()
+        parents = sorted(
+            session.scalars(parents_query(symbol, exchange)), key=lambda parent: parent.id
+        )
         fills = 0
         for parent in parents:
             params = dict(parent.algo_params or {})
@@ -590,18 +736,23 @@ class OrderService:
         try:
             portfolio_service.check_cash(portfolio, cash_change)
         except TradebaseError as exc:
-            target = check_move(order.status, OrderStatus.cancelled)
-            self._write_events(
-                session,
-                order.id,
-                [(OrderEventType.cancelled, order.status, target, {"reason": exc.message})],
-                at,
-            )
-            order.status = target
-            order.cancelled_at = at
-            order.reject_reason = exc.message
+            self._cancel_with_reason(session, order, exc.message, at)
             return False
         return True
+
+    def _cancel_with_reason(
+        self, session: Session, order: Order, reason: str, at: datetime
+    ) -> None:
+        target = check_move(order.status, OrderStatus.cancelled)
+        self._write_events(
+            session,
+            order.id,
+            [(OrderEventType.cancelled, order.status, target, {"reason": reason})],
+            at,
+        )
+        order.status = target
+        order.cancelled_at = at
+        order.reject_reason = reason
 
     def _add_fill(
         self,
@@ -933,6 +1084,84 @@ class OrderService:
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})
 ALGO_TYPES = frozenset({OrderType.twap, OrderType.vwap})
 _FILLED = frozenset({OrderStatus.filled, OrderStatus.partially_filled})
+
+
+def day_end(session: Session, exchange: str, placed: datetime) -> datetime:
+    """When a DAY order placed at *placed* expires: the close of its exchange's trading
+    day, or for an exchange without a calendar 00:00 UTC after the day it was placed."""
+    close = trading_day_close(session, exchange, placed)
+    if close is not None:
+        return close
+    midnight = placed.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + timedelta(days=1)
+
+
+@functools.cache
+def book_query(sqlite: bool) -> CompoundSelect[Any]:
+    """`OrderService._reachable` as one statement: four range branches, UNION ALL (one
+    round trip; each branch keeps its own index, which an OR would not on every engine).
+    Parameters: symbol, exchange and `key_params` low and high."""
+    resting = and_(
+        Order.symbol == bindparam("symbol"),
+        Order.exchange == bindparam("exchange"),
+        Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+    )
+    as_limit = and_(
+        Order.order_type.in_([OrderType.limit, OrderType.stop_limit]),
+        or_(Order.order_type == OrderType.limit, Order.triggered_at.is_not(None)),
+    )
+    as_stop = and_(
+        Order.order_type.in_([OrderType.stop_loss, OrderType.stop_limit]),
+        Order.triggered_at.is_(None),
+    )
+    branches = [
+        select(Order).where(
+            resting, Order.side == "buy", as_limit, at_least(Order.price, "low", sqlite=sqlite)
+        ),
+        select(Order).where(
+            resting, Order.side == "sell", as_limit, at_most(Order.price, "high", sqlite=sqlite)
+        ),
+        select(Order).where(
+            resting,
+            Order.side == "buy",
+            as_stop,
+            at_most(Order.trigger_price, "high", sqlite=sqlite),
+        ),
+        select(Order).where(
+            resting,
+            Order.side == "sell",
+            as_stop,
+            at_least(Order.trigger_price, "low", sqlite=sqlite),
+        ),
+    ]
+    return union_all(*branches)
+
+
+@functools.cache
+def _book_statement(sqlite: bool) -> Any:
+    return select(Order).from_statement(book_query(sqlite))
+
+
+def parents_query(symbol: str, exchange: str) -> Any:
+    """The resting twap/vwap parents of a symbol (on the book indexes' leading columns;
+    unordered, like `due_query`)."""
+    return select(Order).where(
+        Order.symbol == symbol,
+        Order.exchange == exchange,
+        Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+        Order.order_type.in_(list(ALGO_TYPES)),
+    )
+
+
+def due_query(at: datetime, *, symbol: str | None = None, exchange: str | None = None) -> Any:
+    """Resting orders whose ``expires_at`` has come by *at* (of one symbol: on
+    idx_orders_book_expiry). Unordered: an ORDER BY id leads SQLite to walk every order of
+    the symbol by rowid instead."""
+    statement = select(Order).where(Order.status.in_(list(RESTING)), Order.expires_at <= at)
+    if symbol is not None:
+        statement = statement.where(Order.symbol == symbol, Order.exchange == exchange)
+    return statement
+
 
 # Built once: constructing statements per order costs more than running them.
 _orders = cast(Table, Order.__table__)
