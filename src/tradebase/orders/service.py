@@ -33,7 +33,7 @@ from tradebase.calendars.service import is_open, trading_day_close
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.money import at_least, at_most, key_params, quantize
-from tradebase.core.time import utc_now
+from tradebase.core.time import UTCDateTime, utc_now
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
     AmendRefused,
@@ -464,31 +464,41 @@ class OrderService:
 
         The bar's time *at* is the paper clock: fills, positions and cash are stamped with
         it, so replaying the same bars gives the same book. Orders whose day is over by *at*
-        (DAY orders past their close) expire first, so that bar cannot fill them.
+        (DAY orders past their close) expire first, so that bar cannot fill them; then the
+        twap/vwap parents release their children; then the book fills, by order id.
         """
-        self._expire(session, self._due(session, at, symbol=symbol, exchange=exchange))
-        fills = self._release_children(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
-        for order in self._reachable(session, symbol=symbol, exchange=exchange, bar=bar):
-            if self._match_order(session, order, bar, at):
+        found = self._bar_orders(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
+        due = [o for o in found if o.expires_at is not None and o.expires_at <= at]
+        self._expire(session, due)
+        fills = self._release_children(
+            session, [o for o in found if o.order_type in ALGO_TYPES and o not in due], bar, at
+        )
+        for order in found:
+            book = order.order_type in RESTING_TYPES and order not in due
+            if book and self._match_order(session, order, bar, at):
                 fills += 1
         session.flush()
         return fills
 
-    def _reachable(self, session: Session, *, symbol: str, exchange: str, bar: Bar) -> list[Order]:
-        """The resting orders of *symbol* that *bar* can fill or trigger, by id: a buy
-        limit at or above the low, a sell limit at or below the high, a buy stop at or below
-        the high, a sell stop at or above the low; a triggered stop_limit is a limit. These
-        are exactly the orders `match` does not answer None for: each branch is a range on
-        idx_orders_book_price or idx_orders_book_trigger, not a scan of the book."""
+    def _bar_orders(
+        self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
+    ) -> list[Order]:
+        """What *bar* at *at* can move among the resting orders of *symbol*, by id, in one
+        query (`bar_query`): the orders it can fill or trigger (a buy limit at or above the
+        low, a sell limit at or below the high, a buy stop at or below the high, a sell stop
+        at or above the low; a triggered stop_limit is a limit), those due to expire, and
+        the algo parents. Exactly the orders for which `match` does not answer None: each
+        branch is a range on a book index, not a scan of the book."""
         sqlite = session.get_bind().dialect.name == "sqlite"
         params = {
             "symbol": symbol,
             "exchange": exchange,
+            "at": at,
             **key_params("low", bar.low),
             **key_params("high", bar.high),
         }
-        found = session.scalars(_book_statement(sqlite), params).all()
-        return sorted(found, key=lambda order: order.id)
+        found = {order.id: order for order in session.scalars(_bar_statement(sqlite), params)}
+        return [found[key] for key in sorted(found)]
 
     def _match_order(self, session: Session, order: Order, bar: Bar, at: datetime) -> bool:
         """Let *bar* trigger and/or fill one resting order; True if it filled."""
@@ -511,17 +521,6 @@ class OrderService:
                 at,
             )
         return found.price is not None and self._fill_resting(session, order, found.price, bar, at)
-
-    def _due(
-        self,
-        session: Session,
-        at: datetime,
-        *,
-        symbol: str | None = None,
-        exchange: str | None = None,
-    ) -> Sequence[Order]:
-        due = session.scalars(due_query(at, symbol=symbol, exchange=exchange)).all()
-        return sorted(due, key=lambda order: order.id)
 
     def _expire(self, session: Session, orders: Sequence[Order]) -> int:
         """Expire *orders* at their ``expires_at``; an order that another transaction moved
@@ -559,17 +558,15 @@ class OrderService:
         """Expire every resting order whose trading day closed by *at* (default: now), as
         the first bar after the close would; return how many expired. For a job or
         ``tradebase orders expire``."""
-        return self._expire(session, self._due(session, at or utc_now()))
+        due = session.scalars(due_query(at or utc_now()).order_by(Order.id)).all()
+        return self._expire(session, due)
 
     def _release_children(
-        self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
+        self, session: Session, parents: Sequence[Order], bar: Bar, at: datetime
     ) -> int:
-        """twap/vwap parents: release the children that are due by *at* as market orders
+        """twap/vwap *parents*: release the children that are due by *at* as market orders
         filled at the bar's close. The first bar after placement starts the schedule: child
         i is due at start + i x duration / slices."""
-        parents = sorted(
-            session.scalars(parents_query(symbol, exchange)), key=lambda parent: parent.id
-        )
         fills = 0
         for parent in parents:
             params = dict(parent.algo_params or {})
@@ -1097,10 +1094,12 @@ def day_end(session: Session, exchange: str, placed: datetime) -> datetime:
 
 
 @functools.cache
-def book_query(sqlite: bool) -> CompoundSelect[Any]:
-    """`OrderService._reachable` as one statement: four range branches, UNION ALL (one
-    round trip; each branch keeps its own index, which an OR would not on every engine).
-    Parameters: symbol, exchange and `key_params` low and high."""
+def bar_query(sqlite: bool) -> CompoundSelect[Any]:
+    """`OrderService._bar_orders` as one statement, UNION ALL of ranges (one round trip;
+    each branch keeps its own index, which one WHERE with ORs would not on every engine).
+    Parameters: symbol, exchange, at, and `key_params` low and high. An order may come
+    twice (a DAY limit the bar reaches), and the rows are unordered: an ORDER BY id leads
+    SQLite to walk every order of the symbol by rowid instead."""
     resting = and_(
         Order.symbol == bindparam("symbol"),
         Order.exchange == bindparam("exchange"),
@@ -1114,53 +1113,42 @@ def book_query(sqlite: bool) -> CompoundSelect[Any]:
         Order.order_type.in_([OrderType.stop_loss, OrderType.stop_limit]),
         Order.triggered_at.is_(None),
     )
-    branches = [
+    return union_all(
+        # idx_orders_book_price
         select(Order).where(
-            resting, Order.side == "buy", as_limit, at_least(Order.price, "low", sqlite=sqlite)
+            resting, as_limit, Order.side == "buy", at_least(Order.price, "low", sqlite=sqlite)
         ),
         select(Order).where(
-            resting, Order.side == "sell", as_limit, at_most(Order.price, "high", sqlite=sqlite)
+            resting, as_limit, Order.side == "sell", at_most(Order.price, "high", sqlite=sqlite)
         ),
+        # idx_orders_book_trigger
         select(Order).where(
             resting,
-            Order.side == "buy",
             as_stop,
+            Order.side == "buy",
             at_most(Order.trigger_price, "high", sqlite=sqlite),
         ),
         select(Order).where(
             resting,
-            Order.side == "sell",
             as_stop,
+            Order.side == "sell",
             at_least(Order.trigger_price, "low", sqlite=sqlite),
         ),
-    ]
-    return union_all(*branches)
-
-
-@functools.cache
-def _book_statement(sqlite: bool) -> Any:
-    return select(Order).from_statement(book_query(sqlite))
-
-
-def parents_query(symbol: str, exchange: str) -> Any:
-    """The resting twap/vwap parents of a symbol (on the book indexes' leading columns;
-    unordered, like `due_query`)."""
-    return select(Order).where(
-        Order.symbol == symbol,
-        Order.exchange == exchange,
-        Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
-        Order.order_type.in_(list(ALGO_TYPES)),
+        # idx_orders_book_expiry
+        select(Order).where(resting, Order.expires_at <= bindparam("at", type_=UTCDateTime())),
+        # the leading columns of a book index
+        select(Order).where(resting, Order.order_type.in_([OrderType.twap, OrderType.vwap])),
     )
 
 
-def due_query(at: datetime, *, symbol: str | None = None, exchange: str | None = None) -> Any:
-    """Resting orders whose ``expires_at`` has come by *at* (of one symbol: on
-    idx_orders_book_expiry). Unordered: an ORDER BY id leads SQLite to walk every order of
-    the symbol by rowid instead."""
-    statement = select(Order).where(Order.status.in_(list(RESTING)), Order.expires_at <= at)
-    if symbol is not None:
-        statement = statement.where(Order.symbol == symbol, Order.exchange == exchange)
-    return statement
+@functools.cache
+def _bar_statement(sqlite: bool) -> Any:
+    return select(Order).from_statement(bar_query(sqlite))
+
+
+def due_query(at: datetime) -> Any:
+    """Resting orders, of any symbol, whose ``expires_at`` has come by *at*."""
+    return select(Order).where(Order.status.in_(list(RESTING)), Order.expires_at <= at)
 
 
 # Built once: constructing statements per order costs more than running them.
