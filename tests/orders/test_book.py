@@ -4,10 +4,12 @@ resting order would have matched, on every engine, and the plans use the book in
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D  # noqa: N817
 from typing import Any
 
+import pytest
 from sqlalchemy import (
     ClauseElement,
     Executable,
@@ -393,3 +395,30 @@ def test_the_migration_carries_triggered_stop_limits_both_ways(scratch: Scratch)
         ]
     finally:
         engine.dispose()
+
+
+def test_the_sqlite3_shell_can_still_write_orders(scratch: Scratch) -> None:
+    # The book indexes hold `price + 0` on SQLite: a connection without Tradebase's
+    # tb_decimal collation (the sqlite3 shell, a script) can insert and reprice orders.
+    if scratch.backend != "sqlite":
+        pytest.skip("SQLite only")
+    migrate.upgrade(Database.main, "head", settings=scratch.settings())
+    assert scratch.main_url.database is not None
+    shell = sqlite3.connect(scratch.main_url.database)
+    try:
+        shell.execute(
+            "INSERT INTO users (username, email, password_hash, role)"
+            " VALUES ('shelly', 'shelly@example.com', 'x', 'trader')"
+        )
+        shell.execute(
+            "INSERT INTO trading_accounts (user_id, account_name, broker)"
+            " VALUES (1, 'shell', 'paper')"
+        )
+        shell.execute(
+            "INSERT INTO orders (user_id, account_id, symbol, exchange, side, order_type, status,"
+            " quantity, price) VALUES (1, 1, 'ACME', 'paper', 'buy', 'limit', 'open', '1', '99.5')"
+        )
+        shell.execute("UPDATE orders SET price = '99.25', trigger_price = NULL")
+        shell.commit()
+    finally:
+        shell.close()

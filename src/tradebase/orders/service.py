@@ -538,17 +538,11 @@ class OrderService:
             if not cast(CursorResult[Any], moved).rowcount:
                 continue
             assert order.expires_at is not None
+            reason = f"DAY order: its trading day closed at {order.expires_at.isoformat()}"
             self._write_events(
                 session,
                 order.id,
-                [
-                    (
-                        OrderEventType.expired,
-                        before,
-                        target,
-                        {"reason": f"DAY order: its trading day closed at {order.expires_at}"},
-                    )
-                ],
+                [(OrderEventType.expired, before, target, {"reason": reason})],
                 order.expires_at,
             )
             expired += 1
