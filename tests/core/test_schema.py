@@ -33,7 +33,7 @@ EXPECTED: dict[str, str] = {
     f" parent_order_id exchange_order_id client_order_id symbol exchange side order_type"
     f" product time_in_force status quantity filled_quantity price trigger_price"
     f" average_fill_price disclosed_quantity fee fee_currency algo_params reject_reason tag"
-    f" placed_at filled_at cancelled_at expires_at {TS}",
+    f" placed_at filled_at cancelled_at expires_at triggered_at {TS}",
     "order_events": "id order_id event_type from_status to_status quantity price details"
     " occurred_at created_at",
     "trades": f"id user_id portfolio_id order_id position_id exchange_trade_id symbol exchange"

@@ -97,3 +97,20 @@ def test_orders_positions_and_portfolio(env: tuple[dict[str, str], int]) -> None
     )
     assert code == 1 and "no price for NOPE" in out
     engines.dispose()
+
+
+def test_day_orders_expire_from_the_command_line(env: tuple[dict[str, str], int]) -> None:
+    e, pid = env
+    place = ("orders", "place", "--user", "dana", "--portfolio", str(pid), "buy", "1", "ACME")
+    code, out = tb(e, *place, "--type", "limit", "--price", "9", "--tif", "DAY")
+    assert code == 0 and "-> open" in out, out
+    code, out = tb(e, "orders", "expire", "--at", "2000-01-01T00:00Z")  # before it was placed
+    assert (code, out.strip()) == (0, "0 orders expired")
+    code, out = tb(e, "orders", "expire", "--at", "2000-01-01T00:00")
+    assert code == 1 and "has no time zone" in out
+    # The paper exchange has no calendar: a DAY order lives until 00:00 UTC.
+    code, out = tb(e, "orders", "expire", "--at", "2999-01-01T00:00+00:00")
+    assert (code, out.strip()) == (0, "1 order expired")
+    code, out = tb(e, "orders", "list", "--user", "dana", "--status", "expired")
+    assert code == 0 and "ACME" in out, out
+    engines.dispose()

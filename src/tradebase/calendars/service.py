@@ -227,3 +227,16 @@ def status(session: Session, exchange: str, at: datetime) -> MarketStatus:
         reason=state.reason,
         day_ends_at=trading_day_end(session, exchange, at),
     )
+
+
+def trading_day_close(session: Session, exchange: str, at: datetime) -> datetime | None:
+    """The close (UTC) of the trading day an order placed at *at* belongs to (DAY orders):
+    as `trading_day_end`, except that a moment at the close itself belongs to the next
+    trading day. None for an exchange without a calendar."""
+    calendar = calendar_for(session, exchange)
+    if calendar is None:
+        return None
+    end = calendar.day_end(at)
+    if end is not None and end == ensure_utc(at):
+        end = calendar.day_end(at + timedelta(microseconds=1))
+    return end

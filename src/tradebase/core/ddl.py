@@ -4,6 +4,8 @@ Migrations import this module (``import tradebase.core.ddl as tb``), so what is 
 stable interface: change a helper's output only together with a migration.
 
 * Column types: `ExactDecimal`, `UTCDateTime`, `JSONDoc` (JSONB on PostgreSQL), `BigID`.
+* `num_key`: a decimal column in an index (``col + 0`` on SQLite, where an index on the
+  text itself would need the tb_decimal collation from every writer).
 * CHECK constraints: `ck_in` (an enumeration) and `ck` (portable expressions; decimal
   columns are text on SQLite and are compared after ``CAST(... AS REAL)``).
 * ``updated_at`` triggers on every engine, so a row written by raw SQL is stamped too.
@@ -25,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import JSON, TypeDecorator, TypeEngine
 
-from tradebase.core.money import ExactDecimal
+from tradebase.core.money import ExactDecimal, num_key
 from tradebase.core.time import SQLITE_NOW, UTCDateTime, utcnow_sql
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ck_in",
     "ensure_updated_at_triggers",
     "json_default",
+    "num_key",
     "trigger_name",
     "updated_at_trigger_sql",
     "utcnow_sql",

@@ -11,6 +11,9 @@ separate version folders lets autogenerate compare one database at a time.
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import CheckConstraint, MetaData, inspect
+from sqlalchemy import CheckConstraint, Column, Index, MetaData, inspect
 from sqlalchemy.engine import URL, Connection
 
 from tradebase.config import Settings, get_settings
@@ -230,8 +233,12 @@ def check(database: Database, **kwargs: Any) -> CheckResult:
             context = MigrationContext.configure(
                 connection, opts=migration_context_options(database, metadata)
             )
-            result.differences = [describe_diff(d) for d in compare_metadata(context, metadata)]
+            with quiet_expression_indexes():
+                diffs = compare_metadata(context, metadata)
+            result.differences = [describe_diff(d) for d in diffs]
             result.differences += check_constraint_differences(connection, metadata)
+            if connection.dialect.name == "sqlite":
+                result.differences += sqlite_expression_index_differences(connection, metadata)
             result.missing_triggers = missing_updated_at_triggers(connection, metadata.tables)
     finally:
         engine.dispose()
@@ -256,6 +263,45 @@ def check_constraint_differences(connection: Connection, metadata: MetaData) -> 
         reflected -= set(table.columns.keys())  # MariaDB names its JSON checks after the column
         differences += [f"add check: {n} on {table.name}" for n in sorted(expected - reflected)]
         differences += [f"remove check: {n} on {table.name}" for n in sorted(reflected - expected)]
+    return differences
+
+
+@contextmanager
+def quiet_expression_indexes() -> Iterator[None]:
+    """SQLAlchemy cannot reflect SQLite indexes on expressions (``tb.num_key``) and says
+    so, as does autogenerate, which then skips them: they are compared by name instead
+    (`sqlite_expression_index_differences`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Skipped unsupported reflection of expression-based index"
+        )
+        warnings.filterwarnings(
+            "ignore", message="autogenerate skipping metadata-specified expression-based index"
+        )
+        yield
+
+
+def _has_expression(index: Index) -> bool:
+    return any(not isinstance(e, Column) for e in index.expressions)
+
+
+def sqlite_expression_index_differences(connection: Connection, metadata: MetaData) -> list[str]:
+    """Indexes on expressions that the models name and SQLite lacks, and the reverse."""
+    differences = []
+    for table in metadata.sorted_tables:
+        expected = {str(ix.name) for ix in table.indexes if _has_expression(ix)}
+        names = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+            (table.name,),
+        ).scalars()
+        present = set()
+        for name in names:
+            quoted = connection.dialect.identifier_preparer.quote(name)
+            info = connection.exec_driver_sql(f"PRAGMA index_info({quoted})").all()
+            if any(row[2] is None for row in info):  # a column of the index is an expression
+                present.add(str(name))
+        differences += [f"add index: {n} on {table.name}" for n in sorted(expected - present)]
+        differences += [f"remove index: {n} on {table.name}" for n in sorted(present - expected)]
     return differences
 
 
@@ -339,7 +385,7 @@ def run_env(context: EnvironmentContext) -> None:
                 # would cascade into its children. Checked again before commit.
                 _driver_execute(connection, "PRAGMA foreign_keys = OFF")
             context.configure(connection=connection, **options)
-            with context.begin_transaction():
+            with context.begin_transaction(), quiet_expression_indexes():
                 context.run_migrations()
                 if cfg.attributes.get("maintain_triggers"):
                     ensure_updated_at_triggers(connection, metadata.tables)

@@ -25,9 +25,11 @@ import sqlite3
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Numeric, String, literal
+from sqlalchemy import Float, Numeric, String, and_, bindparam, literal
+from sqlalchemy import column as sql_column
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql import functions, operators
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -305,3 +307,73 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
     def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
         return self
+
+
+# --- Decimal columns in indexes ----------------------------------------------------------
+
+
+class num_key(ColumnElement[Any]):  # noqa: N801 - reads like SQL
+    """A decimal column as an index key: the column itself on PostgreSQL and MariaDB
+    (NUMERIC), ``(col + 0)`` on SQLite.
+
+    On SQLite an index on the text column would sort by its ``tb_decimal`` collation, and
+    then every connection that writes the table would need that collation, the plain
+    ``sqlite3`` shell included (it fails with "no such collation sequence"). ``col + 0``
+    is a number that SQLite compares in C; it is a float, so queries reach the index with
+    a widened float range and then compare exactly (`at_least`, `at_most`).
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[Any] | QueryableAttribute[Any] | str) -> None:
+        # A name in a migration (``tb.num_key("price")``), a mapped column in a model.
+        if isinstance(column, str):
+            self.column: ColumnElement[Any] = sql_column(column)
+        elif isinstance(column, QueryableAttribute):
+            self.column = column.__clause_element__()
+        else:
+            self.column = column
+        self.type = Float()
+
+
+@compiles(num_key)
+def _num_key_default(element: num_key, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(num_key, "sqlite")
+def _num_key_sqlite(element: num_key, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.column, **kw)} + 0)"
+
+
+_Decimal = ColumnElement[Any] | QueryableAttribute[Any]
+
+# SQLite's text-to-float conversion is off by a few units in the last place at most; a
+# margin a million times wider keeps every exact match inside the float range.
+_KEY_MARGIN = 1e-9
+
+
+def at_least(column: _Decimal, name: str, *, sqlite: bool) -> ColumnElement[bool]:
+    """``column >= :name``, exact on every engine, in the form an index on
+    ``num_key(column)`` serves; bind the parameters with `key_params`."""
+    exact = column >= bindparam(name, type_=ExactDecimal())
+    if not sqlite:
+        return exact
+    return and_(num_key(column) >= bindparam(f"{name}_floor", type_=Float()), exact)
+
+
+def at_most(column: _Decimal, name: str, *, sqlite: bool) -> ColumnElement[bool]:
+    """``column <= :name``, like `at_least`."""
+    exact = column <= bindparam(name, type_=ExactDecimal())
+    if not sqlite:
+        return exact
+    return and_(num_key(column) <= bindparam(f"{name}_ceiling", type_=Float()), exact)
+
+
+def key_params(name: str, value: Decimal) -> dict[str, Any]:
+    """The parameters of `at_least`/`at_most` named *name*: the exact value, and a float
+    floor and ceiling around it for SQLite's index key."""
+    approx = float(value)
+    margin = abs(approx) * _KEY_MARGIN + 1e-300
+    return {name: value, f"{name}_floor": approx - margin, f"{name}_ceiling": approx + margin}

@@ -516,6 +516,21 @@ def _sqlite_collations(create: exp.Create, ctx: _Context) -> None:
         _drop(column, exp.CollateColumnConstraint)
 
 
+def _sqlite_numeric_keys(create: exp.Create, ctx: _Context) -> None:
+    """An index on ``(col + 0)`` is how Tradebase keys a decimal on SQLite (core/money.py
+    num_key: the float of its text, so writers need no collation); elsewhere the column
+    is NUMERIC and is indexed as it is, and MariaDB has no expression indexes."""
+    for add in list(create.find_all(exp.Add)):
+        inner = add.parent.this if isinstance(add.parent, exp.Paren) else None
+        operand, zero = add.this, add.expression
+        if not (isinstance(operand, exp.Column) and isinstance(zero, exp.Literal)):
+            continue
+        if zero.is_string or zero.this not in ("0", "0.0"):
+            continue
+        (add.parent if inner is add else add).replace(operand.copy())
+        ctx.note(f"index on ({operand.name} + 0): the decimal column {operand.name} itself")
+
+
 def _utc_now(tree: exp.Expr, ctx: _Context) -> None:
     """SQLite's CURRENT_TIMESTAMP and strftime('…', 'now') are UTC, as are T-SQL's
     SYSUTCDATETIME() and GETUTCDATE(): all become one UTC-now node."""
@@ -868,6 +883,8 @@ def _transform(tree: exp.Expr, ctx: _Context) -> list[exp.Expr]:
         if target in _SCHEMA_WIDE_INDEX_NAMES:
             extra = _inline_indexes(create, ctx)
     if is_index and create is not None:
+        if source is SQLDialect.sqlite and target is not SQLDialect.sqlite:
+            _sqlite_numeric_keys(create, ctx)
         if target in (SQLDialect.sqlite, SQLDialect.mysql):
             _drop_include(create, ctx)
         if target in _SCHEMA_WIDE_INDEX_NAMES and source in _TABLE_WIDE_INDEX_NAMES:

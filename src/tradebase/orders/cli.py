@@ -3,6 +3,7 @@ the server's shell, as a named user."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from tradebase.accounts.service import user as user_service
 from tradebase.core.auth import Principal
 from tradebase.core.db import unit_of_work
 from tradebase.core.errors import TradebaseError
-from tradebase.orders.models import OrderSide, OrderStatus, OrderType
+from tradebase.orders.models import OrderSide, OrderStatus, OrderType, TimeInForce
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.service import portfolio as portfolio_service
 
@@ -50,6 +51,12 @@ def place(
         str | None, typer.Option(help="Limit price, or a market order's price hint.")
     ] = None,
     trigger: Annotated[str | None, typer.Option(help="Stop price.")] = None,
+    tif: Annotated[
+        TimeInForce,
+        typer.Option(
+            "--tif", help="Resting orders: GTC, DAY (until the close) or IOC (now or never)."
+        ),
+    ] = TimeInForce.GTC,
     exchange: Annotated[str, typer.Option()] = "paper",
     client_order_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
 ) -> None:
@@ -67,6 +74,7 @@ def place(
                 exchange=exchange,
                 price=Decimal(price) if price else None,
                 trigger_price=Decimal(trigger) if trigger else None,
+                time_in_force=tif,
                 client_order_id=client_order_id,
             )
             line = (
@@ -135,6 +143,32 @@ def cancel(user: UserOption, order_id: int) -> None:
     except TradebaseError as exc:
         raise _fail(exc) from None
     typer.echo(f"order {order_id} cancelled")
+
+
+@orders_app.command("expire")
+def expire(
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="As of this ISO time with its zone, e.g. 2026-12-01T21:00Z (default: now)."
+        ),
+    ] = None,
+) -> None:
+    """Expire the DAY orders whose trading day has closed (run it after each close; a bar
+    after the close expires its symbol's orders anyway)."""
+    moment = None
+    if at is not None:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            typer.echo(f"error: --at {at!r} is not an ISO time, e.g. 2026-12-01T21:00Z", err=True)
+            raise typer.Exit(1) from None
+        if moment.utcoffset() is None:
+            typer.echo(f"error: --at {at!r} has no time zone: add Z or +HH:MM", err=True)
+            raise typer.Exit(1)
+    with unit_of_work() as session:
+        count = order_service.expire_day_orders(session, moment)
+    typer.echo(f"{count} order{'' if count == 1 else 's'} expired")
 
 
 def positions_command(

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tradebase.core.ddl import BigID, ck, ck_in, json_default
+from tradebase.core.ddl import BigID, ck, ck_in, json_default, num_key
 from tradebase.core.models import Base, Timestamps, archive_table, created_at_column
 from tradebase.core.time import utc_now
 from tradebase.portfolios.models import Product
@@ -114,7 +114,8 @@ class Order(Timestamps, Base):
     placed_at: Mapped[datetime | None]  # sent to the broker (003)
     filled_at: Mapped[datetime | None]  # 003 executed_at
     cancelled_at: Mapped[datetime | None]
-    expires_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]  # DAY: the close of its trading day
+    triggered_at: Mapped[datetime | None]  # stop_limit: its stop was reached; now a limit
 
     __table_args__ = (
         Index("idx_orders_client_id", "client_order_id", unique=True),
@@ -156,6 +157,30 @@ class Order(Timestamps, Base):
             "order_type NOT IN ('stop_loss', 'stop_limit') OR trigger_price IS NOT NULL",
         ),
     )
+
+
+# The resting book: a bar selects only the orders it can reach, by range conditions on the
+# limit price or the stop (OrderService.match_bar), and the DAY orders whose day is over.
+# Prices go in through `num_key`, so that SQLite writers need no collation (core.money).
+Index(
+    "idx_orders_book_price",
+    Order.symbol,
+    Order.exchange,
+    Order.status,
+    Order.order_type,
+    Order.side,
+    num_key(Order.price),
+)
+Index(
+    "idx_orders_book_trigger",
+    Order.symbol,
+    Order.exchange,
+    Order.status,
+    Order.order_type,
+    Order.side,
+    num_key(Order.trigger_price),
+)
+Index("idx_orders_book_expiry", Order.symbol, Order.exchange, Order.status, Order.expires_at)
 
 
 class OrderEvent(Base):

@@ -26,7 +26,12 @@ class OrderCreate(Strict):
     )
     trigger_price: Money | None = Field(default=None, gt=0)
     product: Product = Product.NRML
-    time_in_force: TimeInForce = TimeInForce.GTC
+    time_in_force: TimeInForce = Field(
+        default=TimeInForce.GTC,
+        description="Resting orders: GTC until filled or cancelled; DAY expires at the close"
+        " of the exchange's trading day; IOC is matched at once against the latest bar's close"
+        " and the rest is cancelled.",
+    )
     client_order_id: str | None = Field(
         default=None,
         min_length=1,
@@ -88,6 +93,8 @@ class OrderRead(BaseModel):
     placed_at: datetime | None
     filled_at: datetime | None
     cancelled_at: datetime | None
+    expires_at: datetime | None
+    triggered_at: datetime | None
 
 
 class OrderEventRead(BaseModel):

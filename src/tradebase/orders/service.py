@@ -3,26 +3,39 @@ same transaction: order, events, trade, position and cash together, or none of t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import (
+    CompoundSelect,
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.base import Execution
+from tradebase.brokers.errors import NoPrice
 from tradebase.brokers.paper import PaperBroker
-from tradebase.calendars.service import is_open
+from tradebase.calendars.service import is_open, trading_day_close
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import TradebaseError
 from tradebase.core.models import attach
-from tradebase.core.money import canonical, check_fits, quantize
+from tradebase.core.money import at_least, at_most, canonical, check_fits, key_params, quantize
 from tradebase.core.prepared import Prepared, connection_of
-from tradebase.core.time import utc_now
+from tradebase.core.time import UTCDateTime, utc_now
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
     AmendRefused,
@@ -316,7 +329,12 @@ class OrderService:
     def _place_resting(
         self, session: Session, principal: Principal, portfolio: Portfolio, **fields: Any
     ) -> Order:
-        """A limit or stop order rests (status open) until a price bar fills it."""
+        """A limit or stop order rests (status open) until a price bar fills it.
+
+        Time in force: GTC rests until it fills or is cancelled; DAY also expires at the
+        close of its exchange's trading day (``expires_at``, fixed now); IOC is matched at
+        once against the latest bar of its symbol, and what does not fill is cancelled.
+        """
         order_type, price, trigger = fields["order_type"], fields["price"], fields["trigger_price"]
         if order_type in (OrderType.limit, OrderType.stop_limit) and price is None:
             raise UnsupportedOrder(
@@ -327,12 +345,8 @@ class OrderService:
                 f"a {order_type} order needs a trigger_price (its stop)",
                 details={"field": "trigger_price"},
             )
-        if fields["time_in_force"] != TimeInForce.GTC:
-            raise UnsupportedOrder(
-                f"{fields['time_in_force']} is not supported yet for resting orders: use GTC",
-                details={"field": "time_in_force"},
-            )
         now = utc_now()
+        time_in_force = fields["time_in_force"]
         values = {
             **fields,
             "user_id": portfolio.user_id,
@@ -341,6 +355,14 @@ class OrderService:
             "status": OrderStatus.open,
             "placed_at": now,
         }
+        reference: Bar | None = None
+        if time_in_force == TimeInForce.DAY:
+            values["expires_at"] = day_end(session, fields["exchange"], now)
+        elif time_in_force == TimeInForce.IOC:
+            try:
+                reference = self._ioc_reference(session, fields["symbol"], fields["exchange"], now)
+            except TradebaseError as refusal:
+                return self._reject_resting(session, principal, values, refusal, now)
         moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
             (OrderEventType.created, None, OrderStatus.pending, {}),
             (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
@@ -350,6 +372,11 @@ class OrderService:
         if not created:
             return placed
         self._write_events(session, placed.id, moves, now)
+        if reference is not None:
+            self._match_order(session, placed, reference, now)
+            if placed.status in RESTING:
+                self._cancel_with_reason(session, placed, "IOC: not filled immediately", now)
+            session.flush()
         audit_service.record(
             session,
             action="order.placed",
@@ -363,10 +390,85 @@ class OrderService:
                 "side": fields["side"],
                 "type": order_type,
                 "quantity": str(fields["quantity"]),
-                "status": OrderStatus.open,
+                "time_in_force": time_in_force,
+                "status": placed.status,
             },
         )
         return placed
+
+    def _ioc_reference(self, session: Session, symbol: str, exchange: str, now: datetime) -> Bar:
+        """What an IOC order is matched against: the latest bar of its symbol as a single
+        price, its close (a limit order's price is its limit, never a hint), with that
+        bar's volume for a participation cap."""
+        market = is_open(session, exchange, now)
+        if not market.open:
+            raise MarketClosed(
+                f"{market.reason}; an IOC order needs an open market",
+                details={"exchange": exchange},
+            )
+        latest = session.execute(
+            select(PriceData.close, PriceData.volume)
+            .where(PriceData.symbol == symbol, PriceData.exchange == exchange)
+            .order_by(PriceData.timestamp.desc(), PriceData.id.desc())
+            .limit(1)
+        ).first()
+        if latest is None:
+            raise NoPrice(
+                f"no price for {symbol}: an IOC order is matched against the latest bar;"
+                " post bars to /api/v1/prices",
+                details={"symbol": symbol, "exchange": exchange},
+            )
+        close, volume = latest
+        return Bar(close, close, close, close, volume)
+
+    def _reject_resting(
+        self,
+        session: Session,
+        principal: Principal,
+        values: dict[str, Any],
+        refusal: TradebaseError,
+        now: datetime,
+    ) -> Order:
+        """Keep the refused order as rejected, with the reason, and raise `OrderRejected`."""
+        values = values | {
+            "status": OrderStatus.rejected,
+            "reject_reason": refusal.message,
+            "placed_at": None,
+        }
+        check_move(OrderStatus.pending, OrderStatus.rejected)
+        rejected, created = self._insert_order(session, principal, values)
+        if not created:
+            return rejected
+        order_id = rejected.id
+        moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (OrderEventType.created, None, OrderStatus.pending, {}),
+            (
+                OrderEventType.rejected,
+                OrderStatus.pending,
+                OrderStatus.rejected,
+                {"reason": refusal.message},
+            ),
+        ]
+        self._write_events(session, order_id, moves, now)
+        audit_service.record(
+            session,
+            action="order.rejected",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=order_id,
+            details={"reason": refusal.message},
+            ip_address=principal.ip_address,
+        )
+        raise OrderRejected(
+            f"order rejected: {refusal.message}",
+            details={
+                "order_id": order_id,
+                "reason": refusal.message,
+                "cause": refusal.error_code,
+                **refusal.details,
+            },
+        ) from refusal
 
     def match_bar(
         self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
@@ -374,68 +476,104 @@ class OrderService:
         """Fill the resting orders of *symbol* that *bar* reaches; return the fills made.
 
         The bar's time *at* is the paper clock: fills, positions and cash are stamped with
-        it, so replaying the same bars gives the same book.
+        it, so replaying the same bars gives the same book. Orders whose day is over by *at*
+        (DAY orders past their close) expire first, so that bar cannot fill them; then the
+        twap/vwap parents release their children; then the book fills, by order id.
         """
-        resting = session.scalars(
-            select(Order)
-            .where(
-                Order.symbol == symbol,
-                Order.exchange == exchange,
-                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
-                Order.order_type.in_(list(RESTING_TYPES)),
-            )
-            .order_by(Order.id)
-        ).all()
-        fills = self._release_children(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
-        for order in resting:
-            params = dict(order.algo_params or {})
-            found = match(
-                order.order_type,
-                order.side,
-                bar,
-                price=order.price,
-                trigger=order.trigger_price,
-                triggered=bool(params.get("triggered")),
-            )
-            if found is None:
-                continue
-            if found.triggered:
-                params["triggered"] = True
-                order.algo_params = params
-                self._write_events(
-                    session,
-                    order.id,
-                    [
-                        (
-                            OrderEventType.triggered,
-                            order.status,
-                            order.status,
-                            {"at": str(found.price)},
-                        )
-                    ],
-                    at,
-                )
-            if found.price is not None and self._fill_resting(session, order, found.price, bar, at):
+        found = self._bar_orders(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
+        due = [o for o in found if o.expires_at is not None and o.expires_at <= at]
+        self._expire(session, due)
+        fills = self._release_children(
+            session, [o for o in found if o.order_type in ALGO_TYPES and o not in due], bar, at
+        )
+        for order in found:
+            book = order.order_type in RESTING_TYPES and order not in due
+            if book and self._match_order(session, order, bar, at):
                 fills += 1
         session.flush()
         return fills
 
-    def _release_children(
+    def _bar_orders(
         self, session: Session, *, symbol: str, exchange: str, bar: Bar, at: datetime
+    ) -> list[Order]:
+        """What *bar* at *at* can move among the resting orders of *symbol*, by id, in one
+        query (`bar_query`): the orders it can fill or trigger (a buy limit at or above the
+        low, a sell limit at or below the high, a buy stop at or below the high, a sell stop
+        at or above the low; a triggered stop_limit is a limit), those due to expire, and
+        the algo parents. Exactly the orders for which `match` does not answer None: each
+        branch is a range on a book index, not a scan of the book."""
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        params = {
+            "symbol": symbol,
+            "exchange": exchange,
+            "at": at,
+            **key_params("low", bar.low),
+            **key_params("high", bar.high),
+        }
+        found = {order.id: order for order in session.scalars(_bar_statement(sqlite), params)}
+        return [found[key] for key in sorted(found)]
+
+    def _match_order(self, session: Session, order: Order, bar: Bar, at: datetime) -> bool:
+        """Let *bar* trigger and/or fill one resting order; True if it filled."""
+        found = match(
+            order.order_type,
+            order.side,
+            bar,
+            price=order.price,
+            trigger=order.trigger_price,
+            triggered=order.triggered_at is not None,
+        )
+        if found is None:
+            return False
+        if found.triggered:
+            order.triggered_at = at
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.triggered, order.status, order.status, {"at": str(found.price)})],
+                at,
+            )
+        return found.price is not None and self._fill_resting(session, order, found.price, bar, at)
+
+    def _expire(self, session: Session, orders: Sequence[Order]) -> int:
+        """Expire *orders* at their ``expires_at``; an order that another transaction moved
+        meanwhile is left to it (compare-and-set on the status)."""
+        expired = 0
+        for order in orders:
+            before = order.status
+            target = check_move(before, OrderStatus.expired)
+            moved = session.execute(
+                update(Order)
+                .where(Order.id == order.id, Order.status == before)
+                .values(status=target)
+                .execution_options(synchronize_session="evaluate")
+            )
+            if not cast(CursorResult[Any], moved).rowcount:
+                continue
+            assert order.expires_at is not None
+            reason = f"DAY order: its trading day closed at {order.expires_at.isoformat()}"
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.expired, before, target, {"reason": reason})],
+                order.expires_at,
+            )
+            expired += 1
+        return expired
+
+    def expire_day_orders(self, session: Session, at: datetime | None = None) -> int:
+        """Expire every resting order whose trading day closed by *at* (default: now), as
+        the first bar after the close would; return how many expired. For a job or
+        ``tradebase orders expire``."""
+        due = session.scalars(due_query(at or utc_now()).order_by(Order.id)).all()
+        return self._expire(session, due)
+
+    def _release_children(
+        self, session: Session, parents: Sequence[Order], bar: Bar, at: datetime
     ) -> int:
-        """twap/vwap parents: release the children that are due by *at* as market orders
+        """twap/vwap *parents*: release the children that are due by *at* as market orders
         filled at the bar's close. The first bar after placement starts the schedule: child
         i is due at start + i x duration / slices."""
-        parents = session.scalars(
-            select(Order)
-            .where(
-                Order.symbol == symbol,
-                Order.exchange == exchange,
-                Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
-                Order.order_type.in_(list(ALGO_TYPES)),
-            )
-            .order_by(Order.id)
-        ).all()
         fills = 0
         for parent in parents:
             params = dict(parent.algo_params or {})
@@ -514,11 +652,7 @@ class OrderService:
             quantity, price, broker.fee(quantity * price), portfolio.base_currency
         )
         if not self._cash_or_cancel(
-            session,
-            parent,
-            portfolio,
-            pnl.Fill(parent.side, quantity, price, execution.fee).cash_change,
-            at,
+            session, parent, portfolio, pnl.Fill(parent.side, quantity, price, execution.fee), at
         ):
             return False
         child_values: dict[str, Any] = {
@@ -595,27 +729,38 @@ class OrderService:
         session: Session,
         order: Order,
         portfolio: Portfolio,
-        cash_change: Decimal,
+        fill: pnl.Fill,
         at: datetime,
     ) -> bool:
-        """True if the fill may happen (the cash can move; a CNC sell stays within its
+        """True if the fill may happen (its value fits the ledger, the cash can move, a CNC
+        sell stays within its position and holding, a reduce-only order within the opposite
         position); otherwise cancel the order, saying why, and False."""
         try:
-            portfolio_service.check_cash(portfolio, cash_change)
+            check_storable(fill)
+            portfolio_service.check_cash(portfolio, fill.cash_change)
             settlement_service.check_fill(session, order)
+            if (order.algo_params or {}).get("reduce_only"):
+                self._check_reduces(
+                    session, portfolio, order.symbol, order.exchange, order.product, fill
+                )
         except TradebaseError as exc:
-            target = check_move(order.status, OrderStatus.cancelled)
-            self._write_events(
-                session,
-                order.id,
-                [(OrderEventType.cancelled, order.status, target, {"reason": exc.message})],
-                at,
-            )
-            order.status = target
-            order.cancelled_at = at
-            order.reject_reason = exc.message
+            self._cancel_with_reason(session, order, exc.message, at)
             return False
         return True
+
+    def _cancel_with_reason(
+        self, session: Session, order: Order, reason: str, at: datetime
+    ) -> None:
+        target = check_move(order.status, OrderStatus.cancelled)
+        self._write_events(
+            session,
+            order.id,
+            [(OrderEventType.cancelled, order.status, target, {"reason": reason})],
+            at,
+        )
+        order.status = target
+        order.cancelled_at = at
+        order.reject_reason = reason
 
     def _add_fill(
         self,
@@ -676,7 +821,7 @@ class OrderService:
             quantity, price, broker.fee(quantity * price), portfolio.base_currency
         )
         fill = pnl.Fill(order.side, quantity, price, execution.fee)
-        if not self._cash_or_cancel(session, order, portfolio, fill.cash_change, at):
+        if not self._cash_or_cancel(session, order, portfolio, fill, at):
             return False
         order_values = {
             "id": order.id,
@@ -686,6 +831,7 @@ class OrderService:
             "exchange": order.exchange,
             "product": order.product,
             "signal_id": order.signal_id,
+            "algo_params": order.algo_params,
         }
         trade_id = self._book(session, portfolio, order_values, execution, at)
         self._add_fill(
@@ -1032,6 +1178,75 @@ def _sold(sale: pnl.HoldingSale) -> dict[str, str]:
 RESTING_TYPES = frozenset({OrderType.limit, OrderType.stop_loss, OrderType.stop_limit})
 ALGO_TYPES = frozenset({OrderType.twap, OrderType.vwap})
 _FILLED = frozenset({OrderStatus.filled, OrderStatus.partially_filled})
+
+
+def day_end(session: Session, exchange: str, placed: datetime) -> datetime:
+    """When a DAY order placed at *placed* expires: the close of its exchange's trading
+    day, or for an exchange without a calendar 00:00 UTC after the day it was placed."""
+    close = trading_day_close(session, exchange, placed)
+    if close is not None:
+        return close
+    midnight = placed.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + timedelta(days=1)
+
+
+@functools.cache
+def bar_query(sqlite: bool) -> CompoundSelect[Any]:
+    """`OrderService._bar_orders` as one statement, UNION ALL of ranges (one round trip;
+    each branch keeps its own index, which one WHERE with ORs would not on every engine).
+    Parameters: symbol, exchange, at, and `key_params` low and high. An order may come
+    twice (a DAY limit the bar reaches), and the rows are unordered: an ORDER BY id leads
+    SQLite to walk every order of the symbol by rowid instead."""
+    resting = and_(
+        Order.symbol == bindparam("symbol"),
+        Order.exchange == bindparam("exchange"),
+        Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+    )
+    as_limit = and_(
+        Order.order_type.in_([OrderType.limit, OrderType.stop_limit]),
+        or_(Order.order_type == OrderType.limit, Order.triggered_at.is_not(None)),
+    )
+    as_stop = and_(
+        Order.order_type.in_([OrderType.stop_loss, OrderType.stop_limit]),
+        Order.triggered_at.is_(None),
+    )
+    return union_all(
+        # idx_orders_book_price
+        select(Order).where(
+            resting, as_limit, Order.side == "buy", at_least(Order.price, "low", sqlite=sqlite)
+        ),
+        select(Order).where(
+            resting, as_limit, Order.side == "sell", at_most(Order.price, "high", sqlite=sqlite)
+        ),
+        # idx_orders_book_trigger
+        select(Order).where(
+            resting,
+            as_stop,
+            Order.side == "buy",
+            at_most(Order.trigger_price, "high", sqlite=sqlite),
+        ),
+        select(Order).where(
+            resting,
+            as_stop,
+            Order.side == "sell",
+            at_least(Order.trigger_price, "low", sqlite=sqlite),
+        ),
+        # idx_orders_book_expiry
+        select(Order).where(resting, Order.expires_at <= bindparam("at", type_=UTCDateTime())),
+        # the leading columns of a book index
+        select(Order).where(resting, Order.order_type.in_([OrderType.twap, OrderType.vwap])),
+    )
+
+
+@functools.cache
+def _bar_statement(sqlite: bool) -> Any:
+    return select(Order).from_statement(bar_query(sqlite))
+
+
+def due_query(at: datetime) -> Any:
+    """Resting orders, of any symbol, whose ``expires_at`` has come by *at*."""
+    return select(Order).where(Order.status.in_(list(RESTING)), Order.expires_at <= at)
+
 
 # Built once: constructing statements per order costs more than running them.
 _orders = cast(Table, Order.__table__)
