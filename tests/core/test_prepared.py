@@ -171,3 +171,38 @@ def test_attach_gives_a_loaded_object_and_load_the_one_the_session_holds(
     assert loaded not in session.dirty
     with pytest.raises(ValueError, match=r"Order\.id is needed"):
         attach(session, Order, {"symbol": "ACME"})
+
+
+def test_a_rolled_back_savepoint_forgets_what_core_wrote(session: Session) -> None:
+    # move_cash writes the balance with Core and tells the loaded portfolio; a rollback
+    # must not leave the object with the undone balance, nor an attached row that is gone.
+    from tradebase.core.auth import Principal
+    from tradebase.portfolios.models import CashMovementKind
+    from tradebase.portfolios.service import portfolio as portfolio_service
+
+    user = create_user(session)
+    portfolio = create_portfolio(session, account=create_account(session, user=user), cash="100")
+    savepoint = session.begin_nested()
+    portfolio_service.move_cash(session, portfolio, Decimal("-40"), CashMovementKind.withdrawal)
+    assert portfolio.cash_balance_usd == Decimal(60)
+    order = attach(session, Order, {**_order_values(portfolio), "id": 10**9})
+    savepoint.rollback()
+    assert portfolio.cash_balance_usd == Decimal(100)  # reloaded from the row
+    assert order not in session
+    who = Principal(user_id=user.id, username=user.username, role="trader")
+    assert portfolio_service.get(session, who, portfolio.id) is portfolio
+
+
+def _order_values(portfolio: Portfolio) -> dict[str, Any]:
+    return {
+        "user_id": portfolio.user_id,
+        "account_id": portfolio.account_id,
+        "portfolio_id": portfolio.id,
+        "symbol": "ACME",
+        "exchange": "paper",
+        "side": "buy",
+        "order_type": "market",
+        "quantity": Decimal(1),
+        "created_at": AT,
+        "updated_at": AT,
+    }

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, Index, Integer, MetaData, Table
+from sqlalchemy import Column, Index, Integer, MetaData, Table, event
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -16,6 +16,7 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     mapped_column,
 )
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import NullType
 
 from tradebase.core.ddl import JSONDoc
@@ -102,7 +103,18 @@ def archive_table(source: Table, metadata: MetaData | None = None) -> Table:
 _M = TypeVar("_M", bound=DeclarativeBase)
 
 
-def attach(session: Session, model: type[_M], values: dict[str, Any]) -> _M:
+def written(session: Session, obj: Base, **values: Any) -> None:
+    """Tell *obj* (loaded in *session*) the values a Core statement just wrote to its row,
+    without a flush, and expire them again if the transaction or savepoint rolls back
+    (the ORM tracks only the changes it flushes itself)."""
+    for name, value in values.items():
+        set_committed_value(obj, name, canonical(value) if isinstance(value, Decimal) else value)
+    session.info.setdefault(_WRITTEN, {})[id(obj)] = (obj, False)
+
+
+def attach(
+    session: Session, model: type[_M], values: dict[str, Any], *, inserted: bool = True
+) -> _M:
     """Put a row just written with Core into *session* as a loaded object, without reading it
     back. *values* are the row's column values as written (and the generated id); a missing
     column takes its scalar default or NULL, and decimals take the canonical form the
@@ -121,7 +133,30 @@ def attach(session: Session, model: type[_M], values: dict[str, Any]) -> _M:
     obj.__dict__.update(state)  # as the ORM's loader does: no attribute events
     make_transient_to_detached(obj)
     session.add(obj)
+    session.info.setdefault(_WRITTEN, {})[id(obj)] = (obj, inserted)
     return obj
+
+
+_WRITTEN = "tradebase.models.written"  # objects Core wrote in the session's transaction
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: Any) -> None:
+    # A rolled-back transaction or savepoint may have undone what Core wrote: rows attached
+    # as new may not exist any more, values set after an UPDATE may be gone. (Over-eager
+    # for a savepoint that came after the writes; that only costs a reload.)
+    for obj, inserted in session.info.pop(_WRITTEN, {}).values():
+        if obj not in session:
+            continue
+        if inserted:
+            session.expunge(obj)
+        else:
+            session.expire(obj)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    session.info.pop(_WRITTEN, None)
 
 
 _REQUIRED = object()
@@ -153,4 +188,4 @@ def load(session: Session, model: type[_M], values: dict[str, Any]) -> _M:
     existing = session.identity_map.get(key)
     if existing is not None:
         return cast(_M, existing)
-    return attach(session, model, values)
+    return attach(session, model, values, inserted=False)

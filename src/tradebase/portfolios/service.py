@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from tradebase.accounts.service import require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.errors import BadRequest
-from tradebase.core.models import load
-from tradebase.core.money import canonical, divide, quantize
+from tradebase.core.models import load, written
+from tradebase.core.money import divide, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.portfolios import pnl
@@ -208,7 +207,7 @@ class PortfolioService:
         connection = connection_of(session)
         now = utc_now()
         _SET_CASH.run(connection, {"pid": portfolio.id, "cash": balance, "now": now})
-        set_committed_value(portfolio, "cash_balance_usd", balance)
+        written(session, portfolio, cash_balance_usd=balance)
         movement_id: int | None = _INSERT_MOVEMENT.scalar(
             connection,
             {
@@ -523,10 +522,7 @@ class PortfolioService:
             if values is None:
                 session.expunge(loaded)
             else:
-                for name, value in values.items():
-                    if isinstance(value, Decimal):
-                        value = canonical(value)
-                    set_committed_value(loaded, name, value)
+                written(session, loaded, **values)
         return sale
 
 
