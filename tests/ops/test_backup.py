@@ -346,6 +346,47 @@ def test_a_missing_dump_program_exits_2_naming_the_package(
         get_settings.cache_clear()
 
 
+def test_without_zstd_backups_are_gzip_and_a_zstd_backup_needs_it_to_restore(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zstd_backup = _backup_cli(tmp_path / "zstd")
+    monkeypatch.setattr(backup_ops, "compression_method", lambda: "gzip")
+    gzip_backup = _backup_cli(tmp_path / "gzip")
+    assert {p.name for p in gzip_backup.iterdir()} == {
+        "main.sqlite.gz",
+        "credentials.sqlite.gz",
+        MANIFEST,
+    }
+    _use_data_dir(monkeypatch, tmp_path / "fresh")
+    result = runner.invoke(app, ["db", "restore", str(gzip_backup)])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["db", "check"]).exit_code == 0
+
+    if zstd_backup.joinpath("main.sqlite.zst").exists():
+        _use_data_dir(monkeypatch, tmp_path / "fresh2")
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        result = runner.invoke(app, ["db", "restore", str(zstd_backup)])
+        assert result.exit_code == 2
+        assert "zstd is not installed" in result.output
+        assert "apt install zstd" in result.output
+        assert not (tmp_path / "fresh2").exists()
+
+
+def test_an_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not shutil.which("pg_dump"):
+        pytest.skip("pg_dump is not installed")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADEBASE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["db", "backup", "-d", "main", "-o", str(tmp_path / "b")])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot connect to postgresql+psycopg://nobody@")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
 # --- (4) a newer schema revision ----------------------------------------------------------
 
 

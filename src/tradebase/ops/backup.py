@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,6 +49,7 @@ from typing import IO, Any, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import OperationalError
 
 from tradebase import __version__
 from tradebase.config import Settings, get_settings
@@ -285,6 +287,21 @@ class _Target:
         if self.engine == "sqlite":
             return f"SQLite file {self.sqlite_path}"
         return self.url.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def _server(target: _Target, settings: Settings, **options: Any) -> Iterator[Connection]:
+    """A connection to a PostgreSQL/MariaDB database; cannot connect: `BackupError`."""
+    engine = create_db_engine(target.url, settings, pooled=False, **options)
+    try:
+        try:
+            connection = engine.connect()
+        except OperationalError as exc:
+            raise BackupError(f"cannot connect to {target.describe()}: {exc.orig}") from None
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()
 
 
 def _group(targets: dict[Database, _Target]) -> list[tuple[_Target, list[Database]]]:
@@ -723,33 +740,29 @@ def _backup_postgresql(
     pg_dump = find_tool(["pg_dump"], "postgresql", "backing up PostgreSQL")
     dump = folder / f"{stem}.pgdump"
     conninfo, env = _pg_conninfo(target.url)
-    engine = create_db_engine(target.url, settings, pooled=False, isolation_level="REPEATABLE READ")
-    try:
-        with engine.connect() as connection:
-            # pg_dump reads the snapshot this transaction exported, and the counts below
-            # are read in it too: the manifest describes exactly the rows in the dump.
-            snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-            tables = _server_tables(connection)
-            counts = _count_rows(connection, tables)
-            revisions = {db: _server_revision(connection, db, tables) for db in dbs}
-            _run_with_progress(
-                [
-                    pg_dump,
-                    "--format=custom",
-                    f"--snapshot={snapshot}",
-                    "--verbose",
-                    f"--file={dump}",
-                    f"--dbname={conninfo}",
-                ],
-                env,
-                _PG_DUMPING,
-                f"{_label(dbs)}: pg_dump",
-                len(tables),
-                progress,
-            )
-            connection.rollback()
-    finally:
-        engine.dispose()
+    with _server(target, settings, isolation_level="REPEATABLE READ") as connection:
+        # pg_dump reads the snapshot this transaction exported, and the counts below
+        # are read in it too: the manifest describes exactly the rows in the dump.
+        snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        tables = _server_tables(connection)
+        counts = _count_rows(connection, tables)
+        revisions = {db: _server_revision(connection, db, tables) for db in dbs}
+        _run_with_progress(
+            [
+                pg_dump,
+                "--format=custom",
+                f"--snapshot={snapshot}",
+                "--verbose",
+                f"--file={dump}",
+                f"--dbname={conninfo}",
+            ],
+            env,
+            _PG_DUMPING,
+            f"{_label(dbs)}: pg_dump",
+            len(tables),
+            progress,
+        )
+        connection.rollback()
     return _Dumped(
         _file_entry(dump, "pg_dump-custom", "pg_dump", progress), revisions, _split(dbs, counts)
     )
@@ -845,12 +858,8 @@ def _backup_mysql(
     progress: Progress,
 ) -> _Dumped:
     dumper = find_tool(["mariadb-dump", "mysqldump"], "mysql", "backing up MariaDB/MySQL")
-    engine = create_db_engine(target.url, settings, pooled=False)
-    try:
-        with engine.connect() as connection:
-            total = len(_server_tables(connection))
-    finally:
-        engine.dispose()
+    with _server(target, settings) as connection:
+        total = len(_server_tables(connection))
     packed = folder / f"{stem}.sql{_EXTENSIONS[method]}"
     label = f"{_label(dbs)}: {Path(dumper).name}"
     counter = _DumpCounter(migrate.VERSION_TABLES[db] for db in dbs)
@@ -976,16 +985,32 @@ def restore_backup(
         _check_restore_tools(target, file)
         if not force:
             _check_empty(target, dbs, settings)
+    # SQLite files are all unpacked and checked first, then swapped in together, so a
+    # damaged or busy one leaves both databases as they were.
+    staged: list[tuple[Path, _Target, list[Database]]] = []
+    try:
+        for file, dbs, target in plan:
+            if target.engine == "sqlite":
+                expected = {t: n for db in dbs for t, n in manifest.databases[db].tables.items()}
+                path = _stage_sqlite(folder, file, dbs, target, expected, settings, progress)
+                staged.append((path, target, dbs))
+        for _path, target, dbs in staged:
+            if target.sqlite_path.exists():
+                _take_over_sqlite(target.sqlite_path, dbs)
+        for path, target, _dbs in staged:
+            _swap_sqlite(path, target)
+    finally:
+        for path, _target, _dbs in staged:
+            _discard(path)
     restored: list[RestoredDatabase] = []
     for file, dbs, target in plan:
         entries = [manifest.databases[db] for db in dbs]
-        expected = {t: n for entry in entries for t, n in entry.tables.items()}
-        if target.engine == "sqlite":
-            _restore_sqlite(folder, file, dbs, target, expected, settings, progress)
-        elif target.engine == "postgresql":
-            _restore_postgresql(folder, file, dbs, target, expected, progress)
+        if target.engine == "postgresql":
+            _restore_postgresql(
+                folder, file, dbs, target, sum(len(e.tables) for e in entries), progress
+            )
             _check_restored(target, entries, settings)
-        else:
+        elif target.engine == "mysql":
             _restore_mysql(folder, file, dbs, target, progress)
             _check_restored(target, entries, settings)
         for entry in entries:
@@ -1093,15 +1118,11 @@ def _existing_tables(target: _Target, settings: Settings) -> list[str]:
         except sqlite3.DatabaseError as exc:
             return [f"(not a readable SQLite database: {exc})"]
         return [str(row[0]) for row in rows]
-    engine = create_db_engine(target.url, settings, pooled=False)
-    try:
-        with engine.connect() as server:
-            return _server_tables(server)
-    finally:
-        engine.dispose()
+    with _server(target, settings) as server:
+        return _server_tables(server)
 
 
-def _restore_sqlite(
+def _stage_sqlite(
     folder: Path,
     file: FileEntry,
     dbs: Sequence[Database],
@@ -1109,29 +1130,35 @@ def _restore_sqlite(
     expected: dict[str, int],
     settings: Settings,
     progress: Progress,
-) -> None:
+) -> Path:
+    """Unpack a SQLite file beside its target and check its row counts; return its path."""
     path = target.sqlite_path
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.restore-{os.getpid()}")
-    try:
-        _decompress_file(
-            folder / file.name, staged, file.compression, f"{_label(dbs)}: unpack", progress
-        )
-        _revisions, tables = _sqlite_contents(staged, dbs, settings)
-        found = {t: n for split in tables.values() for t, n in split.items()}
-        _compare_counts(file.name, expected, found)
-        _fsync(staged)
-        if path.exists():
-            _take_over_sqlite(path, dbs)
-        for suffix in ("-wal", "-shm", "-journal"):
-            # Left beside the new file, an old WAL would be replayed into it.
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
-        os.replace(staged, path)
-        _fsync(path.parent)
-    finally:
-        staged.unlink(missing_ok=True)
-        for suffix in ("-wal", "-shm"):
-            staged.with_name(staged.name + suffix).unlink(missing_ok=True)
+    _decompress_file(
+        folder / file.name, staged, file.compression, f"{_label(dbs)}: unpack", progress
+    )
+    _revisions, tables = _sqlite_contents(staged, dbs, settings)
+    found = {t: n for split in tables.values() for t, n in split.items()}
+    _compare_counts(file.name, expected, found)
+    if path.exists():
+        staged.chmod(stat.S_IMODE(path.stat().st_mode))
+    _fsync(staged)
+    return staged
+
+
+def _swap_sqlite(staged: Path, target: _Target) -> None:
+    path = target.sqlite_path
+    for suffix in ("-wal", "-shm", "-journal"):
+        # Left beside the new file, an old WAL or journal would be replayed into it.
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    os.replace(staged, path)
+    _fsync(path.parent)
+
+
+def _discard(staged: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        staged.with_name(staged.name + suffix).unlink(missing_ok=True)
 
 
 def _take_over_sqlite(path: Path, dbs: Sequence[Database]) -> None:
@@ -1175,7 +1202,7 @@ def _restore_postgresql(
     file: FileEntry,
     dbs: Sequence[Database],
     target: _Target,
-    expected: dict[str, int],
+    tables: int,
     progress: Progress,
 ) -> None:
     pg_restore = find_tool(["pg_restore"], "postgresql", f"restoring {file.name}")
@@ -1196,7 +1223,7 @@ def _restore_postgresql(
         env,
         _PG_RESTORING,
         f"{_label(dbs)}: pg_restore",
-        sum(1 for _ in expected),
+        tables,
         progress,
     )
 
@@ -1239,21 +1266,17 @@ def _restore_mysql(
 
 
 def _check_restored(target: _Target, entries: Sequence[DatabaseEntry], settings: Settings) -> None:
-    engine = create_db_engine(target.url, settings, pooled=False)
-    try:
-        with engine.connect() as connection:
-            present = set(_server_tables(connection))
-            for entry in entries:
-                found = _count_rows(connection, [t for t in entry.tables if t in present])
-                _compare_counts(entry.file, entry.tables, found)
-                revision = _server_revision(connection, entry.database, present)
-                if revision != entry.revision:
-                    raise BackupError(
-                        f"{entry.file}: the {entry.database.value} database is at revision"
-                        f" {revision} after the restore, the manifest says {entry.revision}"
-                    )
-    finally:
-        engine.dispose()
+    with _server(target, settings) as connection:
+        present = set(_server_tables(connection))
+        for entry in entries:
+            found = _count_rows(connection, [t for t in entry.tables if t in present])
+            _compare_counts(entry.file, entry.tables, found)
+            revision = _server_revision(connection, entry.database, present)
+            if revision != entry.revision:
+                raise BackupError(
+                    f"{entry.file}: the {entry.database.value} database is at revision"
+                    f" {revision} after the restore, the manifest says {entry.revision}"
+                )
 
 
 # --- rotation ----------------------------------------------------------------------------
