@@ -577,17 +577,30 @@ def test_db_rotate_deletes_only_the_backups_it_does_not_keep(
         (folder / name / MANIFEST).write_text(
             json.dumps({**template, "created_at": moment.isoformat()})
         )
+    # A backup of the main database alone, older than that day's full backup: rotated
+    # among its own kind, it is not replaced by the full one.
+    main_only = folder / "tradebase-main-only"
+    main_only.mkdir()
+    (main_only / MANIFEST).write_text(
+        json.dumps(
+            {
+                **template,
+                "created_at": (now - timedelta(days=2, hours=1)).isoformat(),
+                "databases": {"main": template["databases"]["main"]},
+            }
+        )
+    )
     (folder / "notes").mkdir()  # not a backup: never touched
     (folder / ".tradebase-20270217T120000Z.partial").mkdir()
 
     result = runner.invoke(app, ["db", "rotate", "--dir", str(folder), "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert len(list(folder.iterdir())) == 42
+    assert len(list(folder.iterdir())) == 43
 
     keep, delete = plan_rotation(backups, backup_ops.utc_now())
     assert delete  # 40 daily backups: some go
     result = runner.invoke(app, ["db", "rotate", "--dir", str(folder)])
     assert result.exit_code == 0, result.output
-    assert f"{len(keep)} kept, {len(delete)} deleted" in result.output
+    assert f"{len(keep) + 1} kept, {len(delete)} deleted" in result.output
     left = {p.name for p in folder.iterdir()}
-    assert left == set(keep) | {"notes", ".tradebase-20270217T120000Z.partial"}
+    assert left == set(keep) | {main_only.name, "notes", ".tradebase-20270217T120000Z.partial"}

@@ -490,9 +490,14 @@ def create_backup(
         _check_backup_target(target, dbs)
     created_at = utc_now()
     output_dir.mkdir(parents=True, exist_ok=True)
-    name = _unique_name(output_dir, created_at)
-    partial = output_dir / f".{name}{PARTIAL_SUFFIX}"
-    partial.mkdir(mode=0o700)  # password hashes and encrypted secrets: owner only
+    while True:  # another backup may pick the same second's name
+        name = _unique_name(output_dir, created_at)
+        partial = output_dir / f".{name}{PARTIAL_SUFFIX}"
+        try:
+            partial.mkdir(mode=0o700)  # password hashes and encrypted secrets: owner only
+            break
+        except FileExistsError:
+            continue
     try:
         dumped: list[tuple[list[Database], _Target, _Dumped]] = []
         for target, dbs in groups:
@@ -1393,16 +1398,30 @@ def rotate(
     dry_run: bool = False,
 ) -> RotationResult:
     """Delete the backups in *directory* that `plan_rotation` does not keep (settings give
-    the counts). Only folders with a Tradebase manifest are considered."""
+    the counts). Only folders with a Tradebase manifest are considered, and backups of
+    different databases (``--database main`` against all) are rotated apart, so one
+    never stands in for the other."""
     settings = settings or get_settings()
+    now = now or utc_now()
     backups, ignored = list_backups(directory)
-    keep, delete = plan_rotation(
-        [(b.name, b.manifest.created_at) for b in backups],
-        now or utc_now(),
-        settings.backup_keep_daily,
-        settings.backup_keep_weekly,
-        settings.backup_keep_monthly,
-    )
+    kinds: dict[tuple[str, ...], list[BackupInfo]] = {}
+    for info in backups:
+        kinds.setdefault(tuple(sorted(db.value for db in info.manifest.databases)), []).append(info)
+    keep: dict[str, tuple[str, ...]] = {}
+    delete: list[str] = []
+    for group in kinds.values():
+        kept, deleted = plan_rotation(
+            [(b.name, b.manifest.created_at) for b in group],
+            now,
+            settings.backup_keep_daily,
+            settings.backup_keep_weekly,
+            settings.backup_keep_monthly,
+        )
+        keep.update(kept)
+        delete += deleted
+    order = {b.name: n for n, b in enumerate(backups)}  # newest first
+    keep = dict(sorted(keep.items(), key=lambda item: order[item[0]]))
+    delete.sort(key=order.__getitem__)
     if not dry_run:
         for name in delete:
             shutil.rmtree(directory / name)
