@@ -236,6 +236,26 @@ class Settings(BaseSettings):
         parse_retention(value)
         return value.strip().lower()
 
+    backup_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder that `tradebase db backup` writes to and `tradebase db rotate` prunes."
+            " Default: backups in DATA_DIR."
+        ),
+    )
+    backup_keep_daily: Annotated[int, Field(ge=0)] = Field(
+        default=7,
+        description="Backup rotation: keep the newest backup of each of the last N days (UTC).",
+    )
+    backup_keep_weekly: Annotated[int, Field(ge=0)] = Field(
+        default=4,
+        description="Backup rotation: keep the newest backup of each of the last N ISO weeks.",
+    )
+    backup_keep_monthly: Annotated[int, Field(ge=0)] = Field(
+        default=12,
+        description="Backup rotation: keep the newest backup of each of the last N months.",
+    )
+
     @field_validator("database_url", "credentials_database_url")
     @classmethod
     def _valid_url(cls, value: str | None) -> str | None:
@@ -249,6 +269,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalize_database_url(self.database_url)
         return make_url(f"sqlite:///{(self.data_dir / 'tradebase.db').resolve()}")
+
+    @property
+    def backups_path(self) -> Path:
+        """Where backups go: BACKUP_DIR, else ``backups`` in DATA_DIR."""
+        return self.backup_dir if self.backup_dir is not None else self.data_dir / "backups"
 
     @property
     def credentials_url(self) -> URL:

@@ -1,15 +1,29 @@
-"""``tradebase db …``: migrate, inspect and check both databases."""
+"""``tradebase db …``: migrate, inspect, check, back up and restore both databases."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
+from tradebase.config import get_settings
 from tradebase.core import migrate
 from tradebase.core.db import Database, database_url
+from tradebase.ops import backup as backup_ops
 
 app = typer.Typer(
     help="Create, migrate and check the main and the credentials database.",
@@ -199,7 +213,7 @@ def prune(
     from datetime import UTC, datetime
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from tradebase.config import get_settings
     from tradebase.core.db import Engines
@@ -280,3 +294,212 @@ def prune(
         typer.echo(
             f"{name:<{widths[0]}}  {policy:<{widths[1]}}  {past:>{widths[2]}}  {what}".rstrip()
         )
+
+
+# --- backup, restore, rotate ------------------------------------------------------------
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int | None], None]]:
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # nothing in logs and cron mail
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def report(label: str, done: int, total: int | None) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.update(tasks[label], completed=done, total=total)
+
+    with bar:
+        yield report
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _fail_backup(exc: backup_ops.BackupError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _print_rotation(result: backup_ops.RotationResult, dry_run: bool) -> None:
+    for name, rules in result.keep.items():
+        typer.echo(f"  keep    {name}  ({', '.join(rules)})")
+    for name in result.deleted:
+        typer.echo(f"  {'would delete' if dry_run else 'deleted'} {name}")
+    for path in result.ignored:
+        typer.echo(f"  ignored {path.name} (not a backup)")
+
+
+@app.command()
+def backup(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder to put the backup in. Default: TRADEBASE_BACKUP_DIR, else"
+            " DATA_DIR/backups.",
+            show_default=False,
+        ),
+    ] = None,
+    rotate_after: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Afterwards delete the backups in that folder that rotation does not keep"
+            " (see tradebase db rotate).",
+        ),
+    ] = False,
+    database: DatabaseOption = Target.all,
+) -> None:
+    """Back up the databases while the server keeps running.
+
+    Each database is one consistent snapshot: SQLite through its online backup
+    API (compressed with zstd when installed, else gzip), PostgreSQL with
+    pg_dump --format=custom, MariaDB/MySQL with mariadb-dump --single-transaction
+    (compressed). The backup is a folder tradebase-YYYYMMDDTHHMMSSZ with one
+    file per database and a manifest.json: schema revisions, row counts per
+    table, size and SHA-256 of every file.
+
+    A missing pg_dump or mariadb-dump exits 2 saying what to install. The
+    master key (TRADEBASE_SECRET_KEY or the key file) is not in the backup:
+    keep it safe apart, without it the credentials cannot be decrypted.
+    """
+    settings = get_settings()
+    folder = output if output is not None else settings.backups_path
+    try:
+        with _progress_bar() as report:
+            result = backup_ops.create_backup(
+                folder, databases=_targets(database), settings=settings, progress=report
+            )
+    except backup_ops.BackupError as exc:
+        raise _fail_backup(exc) from None
+    manifest = result.manifest
+    seconds = (manifest.completed_at - manifest.created_at).total_seconds()
+    typer.echo(f"backup {result.path} ({_size(result.size)}, {seconds:.1f} s)")
+    for db, entry in manifest.databases.items():
+        file = manifest.files[entry.file]
+        typer.echo(
+            f"  {db.value}: {entry.engine} at revision {entry.revision or 'base'},"
+            f" {entry.rows:,} rows in {len(entry.tables)} tables -> {entry.file}"
+            f" ({_size(file.size)})"
+        )
+    if rotate_after:
+        rotation = backup_ops.rotate(folder, settings=settings)
+        typer.echo(f"rotation in {folder}:")
+        _print_rotation(rotation, dry_run=False)
+
+
+@app.command()
+def restore(
+    path: Annotated[
+        Path,
+        typer.Argument(help="The backup: its folder, or the manifest.json in it.", exists=True),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace databases that are not empty (their contents are lost)."
+        ),
+    ] = False,
+    verify_only: Annotated[
+        bool,
+        typer.Option("--verify-only", help="Only check the backup against its manifest."),
+    ] = False,
+    database: DatabaseOption = Target.all,
+) -> None:
+    """Restore a backup into the configured databases.
+
+    First every file is checked against the manifest's SHA-256 (a damaged one
+    exits 1, named), and a backup whose schema revision this Tradebase does not
+    know (a newer one) is refused. Each database must be empty, or --force
+    replaces it. Afterwards the row count of every table is checked.
+
+    SQLite: the file is unpacked beside the database, checked, then swapped in
+    with one rename. Stop every tradebase serve and worker using it first (the
+    restore refuses while another connection has it open). PostgreSQL: one
+    pg_restore --clean --if-exists transaction into the configured database.
+    MariaDB/MySQL: the dump is replayed through the mariadb client (not one
+    transaction: a failure part-way leaves a partial restore; run it again).
+
+    An older backup restores at its own revision: run tradebase db upgrade then.
+    """
+    settings = get_settings()
+    try:
+        with _progress_bar() as report:
+            if verify_only:
+                folder, manifest = backup_ops.verify_backup(path, progress=report)
+            else:
+                restored = backup_ops.restore_backup(
+                    path,
+                    databases=None if database is Target.all else _targets(database),
+                    force=force,
+                    settings=settings,
+                    progress=report,
+                )
+    except backup_ops.BackupError as exc:
+        raise _fail_backup(exc) from None
+    if verify_only:
+        typer.echo(
+            f"{folder}: {len(manifest.files)} file(s) match the manifest (taken"
+            f" {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC by Tradebase"
+            f" {manifest.tradebase_version})"
+        )
+        return
+    for item in restored:
+        typer.echo(
+            f"{item.database.value} database: {item.target}, restored at revision"
+            f" {item.revision or 'base'}: {item.rows:,} rows in {item.tables} tables, as the"
+            " manifest says"
+        )
+        if item.revision != item.head:
+            typer.echo(
+                f"  the latest {item.database.value} revision is {item.head}: run tradebase"
+                f" db upgrade --database {item.database.value}"
+            )
+
+
+@app.command()
+def rotate(
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Folder of backups. Default: TRADEBASE_BACKUP_DIR, else DATA_DIR/backups.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be deleted; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete the backups that daily/weekly/monthly rotation does not keep.
+
+    Kept: the newest backup of each of the last TRADEBASE_BACKUP_KEEP_DAILY days
+    (7), TRADEBASE_BACKUP_KEEP_WEEKLY ISO weeks (4) and
+    TRADEBASE_BACKUP_KEEP_MONTHLY months (12), in UTC, and always the newest
+    backup. Only folders with a Tradebase manifest are touched.
+    """
+    settings = get_settings()
+    folder = directory if directory is not None else settings.backups_path
+    result = backup_ops.rotate(folder, settings=settings, dry_run=dry_run)
+    typer.echo(
+        f"{folder}: {len(result.keep)} kept, {len(result.deleted)}"
+        f" {'to delete' if dry_run else 'deleted'}"
+    )
+    _print_rotation(result, dry_run)
