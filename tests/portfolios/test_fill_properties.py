@@ -32,6 +32,7 @@ keep every figure below 10**10 (beyond, see the tests at the end).
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, cast
@@ -44,7 +45,9 @@ from sqlalchemy.orm import Session
 
 from tests.factories import create_user
 from tradebase.core.auth import Principal
+from tradebase.core.time import utc_now
 from tradebase.orders.errors import OrderRejected
+from tradebase.orders.matching import Bar
 from tradebase.orders.models import Order, OrderEvent, Trade
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import CashMovement, Portfolio, Position
@@ -137,7 +140,7 @@ def sequences(draw: st.DrawFn, mode: str) -> list[Step]:
                 st.sampled_from(SIDES),
                 quantities,
                 hints,
-                st.integers(0, 999),  # a partial close takes n/1000 of the side; 0: all of it
+                st.just(0) | st.integers(1, 999),  # a close takes n/1000 of it; 0: all
             ),
             min_size=1,
             max_size=8,
@@ -369,7 +372,8 @@ def _check(
         except OrderRejected as refused:
             placed.append(refused.details["order_id"])
             refusals[index] = refused
-            assert _written(session, portfolio.id) == written, index
+        if index in refusals:
+            assert _written(session, portfolio.id) == written, f"step {index} refused"
     after = _cash(session, portfolio.id)
 
     # Read back with Core-style column selects: the fill path writes with Core, so ORM
@@ -629,6 +633,9 @@ def _check(
         and any(r.direction == "short" for r in stored_rows)
     ):
         event("a long and a short of one portfolio")
+    sides = [(r.symbol, r.direction) for r in stored_rows]
+    if len(set(sides)) < len(sides):
+        event("a side closed and opened again")
 
     # (e) `tradebase reconcile` replays the same ledger through pnl.py and agrees.
     report = reconcile(session, portfolio.id)
@@ -657,7 +664,7 @@ def test_stored_positions_are_a_replay_of_the_fills(
         session.expunge_all()
 
 
-# --- bugs found while choosing the drawn ranges (these fail until src is fixed) -----------
+# --- bugs found while choosing the drawn ranges (fixed since: regressions) --------------
 
 
 def _place(
@@ -668,6 +675,7 @@ def _place(
     quantity: str,
     hint: str,
     symbol: str = "ACME",
+    **options: Any,
 ) -> Order:
     return order_service.place(
         session,
@@ -677,6 +685,7 @@ def _place(
         side=side,
         quantity=Decimal(quantity),
         price=Decimal(hint),
+        **options,
     )
 
 
@@ -745,3 +754,81 @@ def test_a_fill_too_precise_to_store_is_refused_not_crashed(session: Session) ->
     else:
         trade = session.scalars(select(Trade).where(Trade.order_id == order.id)).one()
         assert trade.value == trade.quantity * trade.price
+
+
+# --- reduce-only orders the market-order properties do not reach (fail until src is fixed) -
+
+
+def _open_sides(session: Session, portfolio: Portfolio) -> dict[str, tuple[Decimal, Decimal]]:
+    rows = session.execute(
+        select(Position.direction, Position.quantity, Position.cost_basis).where(
+            Position.portfolio_id == portfolio.id, Position.status == "open"
+        )
+    ).all()
+    return {r.direction: (r.quantity, r.cost_basis) for r in rows}
+
+
+def _bar(session: Session, price: str) -> int:
+    """A bar that opens, and closes, at *price*: it reaches every resting limit there."""
+    p = Decimal(price)
+    return order_service.match_bar(
+        session, symbol="ACME", exchange="paper", bar=Bar(p, p + 1, p - 1, p, Decimal(1000)),
+        at=utc_now(),
+    )  # fmt: skip
+
+
+def test_a_resting_reduce_only_sell_closes_a_hedging_long(session: Session) -> None:
+    """A reduce_only limit sell in a hedging portfolio closes 4 of the long of 10.
+
+    `_place_resting` keeps ``{"reduce_only": true}`` in the order's algo_params, but
+    `_fill_resting` hands `_book` the order's values without algo_params, so `_book`
+    books the fill with ``closes=False``. Today the fill opens a short of 4 beside the
+    long (pnl None, metadata {}), the opposite of what the order asked.
+    """
+    who, portfolio = _portfolio(session, "hedging", ZERO, ZERO)
+    _place(session, who, portfolio, "buy", "10", "100")
+    limit = _place(session, who, portfolio, "sell", "4", "105", order_type="limit",
+                   reduce_only=True)  # fmt: skip
+    assert (limit.status, limit.algo_params) == ("open", {"reduce_only": True})
+    assert _bar(session, "105") == 1
+    trade = session.execute(
+        select(Trade.price, Trade.pnl, Trade.meta).where(Trade.order_id == limit.id)
+    ).one()
+    assert _open_sides(session, portfolio) == {"long": (Decimal(6), Decimal(600))}
+    assert (trade.pnl, trade.meta) == (4 * (trade.price - 100), {"closes": True})
+    assert reconcile(session, portfolio.id).differences == []
+
+
+def test_a_resting_reduce_only_sell_never_reverses_a_netting_long(session: Session) -> None:
+    """A reduce_only limit sell of 10 against a netting long of 4 may not go short.
+
+    Neither `_place_resting` nor `_fill_resting` checks reduce_only (`_check_reduces` runs
+    for market orders only), so today the order rests and its fill reverses the long into
+    a short of 6. Refusing it when placed, or when it would fill, both pass this test.
+    """
+    who, portfolio = _portfolio(session, "netting", ZERO, ZERO)
+    _place(session, who, portfolio, "buy", "4", "100")
+    with suppress(OrderRejected):  # refused when placed: fine
+        _place(session, who, portfolio, "sell", "10", "105", order_type="limit",
+               reduce_only=True)  # fmt: skip
+    _bar(session, "105")
+    assert "short" not in _open_sides(session, portfolio)
+    assert reconcile(session, portfolio.id).differences == []
+
+
+def test_a_reduce_only_cnc_sell_closes_a_hedging_cnc_long(session: Session) -> None:
+    """reduce_only is how a hedging position closes (orders/schemas.py): a CNC long too.
+
+    settlement.py `_check_sell`, which `_insert_order` runs for every CNC sell, refuses a
+    CNC sell in a hedging portfolio while a CNC long is open ("an order cannot reduce a
+    hedging position; sell once it has settled", written before reduce_only existed), so
+    today the reduce_only sell of 4 raises CncSellExceedsPosition and no order is kept:
+    a hedging CNC long cannot be closed before it settles.
+    """
+    who, portfolio = _portfolio(session, "hedging", ZERO, ZERO)
+    _place(session, who, portfolio, "buy", "10", "100", product="CNC")
+    sell = _place(session, who, portfolio, "sell", "4", "110", product="CNC", reduce_only=True)
+    trade = session.execute(select(Trade.pnl, Trade.meta).where(Trade.order_id == sell.id)).one()
+    assert (trade.pnl, trade.meta) == (Decimal(40), {"closes": True})  # 4 x (110 - 100)
+    assert _open_sides(session, portfolio) == {"long": (Decimal(6), Decimal(600))}
+    assert reconcile(session, portfolio.id).differences == []
