@@ -459,5 +459,5 @@ def test_a_cnc_sell_in_a_hedging_portfolio_is_refused_while_a_cnc_long_is_open(
     )
     portfolio_service.deposit(session, who, portfolio.id, D(1000))
     _trade(session, clock, who, portfolio, _utc(23, 4), "buy", "2", "100")
-    with pytest.raises(CncSellExceedsPosition, match="an order cannot reduce a hedging position"):
+    with pytest.raises(CncSellExceedsPosition, match="close that with reduce_only"):
         _trade(session, clock, who, portfolio, _utc(23, 5), "sell", "1", "100")

@@ -360,7 +360,7 @@ class PortfolioService:
             {"pid": portfolio.id, "symbol": symbol, "exchange": exchange, "product": product},
         )
         sale: pnl.HoldingSale | None = None
-        if product == Product.CNC and fill.side == pnl.SELL:
+        if product == Product.CNC and fill.side == pnl.SELL and not fill.closes:
             from_position, from_holding = self._split_cnc_sell(portfolio, rows, fill)
             if from_holding is not None:
                 sale = self._sell_holding(session, portfolio, symbol, exchange, from_holding, at)
@@ -464,10 +464,10 @@ class PortfolioService:
         long = next((row for row in rows if row.direction == PositionDirection.long), None)
         if portfolio.position_mode != PositionMode.hedging:
             return pnl.split_cnc_sell(long.quantity if long is not None else ZERO, fill)
-        if long is not None:  # an order cannot reduce a hedging position
+        if long is not None:  # a reduce_only sell closes it (fill.closes, above)
             raise CncSellExceedsPosition(
                 f"a CNC sell in a hedging portfolio draws on the holding only, and not while"
-                f" a CNC long of {long.quantity} is open",
+                f" a CNC long of {long.quantity} is open: close that with reduce_only",
                 details={"open": str(long.quantity), "requested": str(fill.quantity)},
             )
         return None, fill

@@ -240,7 +240,12 @@ class SettlementService:
         ):
             return
         self._check_sell(
-            session, order["portfolio_id"], order["symbol"], order["exchange"], order["quantity"]
+            session,
+            order["portfolio_id"],
+            order["symbol"],
+            order["exchange"],
+            order["quantity"],
+            reduce_only=bool((order.get("algo_params") or {}).get("reduce_only")),
         )
 
     def check_fill(self, session: Session, order: Order) -> None:
@@ -255,13 +260,23 @@ class SettlementService:
             order.symbol,
             order.exchange,
             order.quantity - order.filled_quantity,
+            reduce_only=bool((order.algo_params or {}).get("reduce_only")),
         )
 
     def _check_sell(
-        self, session: Session, portfolio_id: int, symbol: str, exchange: str, quantity: Decimal
+        self,
+        session: Session,
+        portfolio_id: int,
+        symbol: str,
+        exchange: str,
+        quantity: Decimal,
+        *,
+        reduce_only: bool = False,
     ) -> None:
         mode = session.scalar(select(Portfolio.position_mode).where(Portfolio.id == portfolio_id))
         hedging = mode == PositionMode.hedging
+        if hedging and reduce_only:
+            return  # it closes the CNC long, within it (the order's reduce_only check)
         have = (
             session.scalar(
                 select(Position.quantity).where(
@@ -295,8 +310,8 @@ class SettlementService:
         if hedging and have:
             raise CncSellExceedsPosition(
                 f"a CNC sell in a hedging portfolio sells from the holding only, and not while"
-                f" a CNC long of {symbol} is open ({have}): an order cannot reduce a hedging"
-                " position; sell once it has settled",
+                f" a CNC long of {symbol} is open ({have}): close that with reduce_only, or"
+                " sell once it has settled",
                 details=details,
             )
         if quantity <= have + held:  # in a hedging portfolio, have is 0 here
