@@ -30,7 +30,7 @@ from tradebase.config import get_settings
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, Engines, unit_of_work
-from tradebase.ops.transfer import Kind, column_kind
+from tradebase.ops.transfer import Kind, column_kind, copy_database
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import Portfolio
 from tradebase.schema import metadata_for
@@ -424,3 +424,39 @@ def test_db_copy_between_sqlite_files(install: Install, scratch_factory: Scratch
     assert copied.exit_code == 0, copied.output
     assert_same(install, target)
     assert_fresh_ids(target, max_ids(install.scratch))
+
+
+def _pg_schema(scratch: Scratch) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    engines = Engines(scratch.settings())
+    try:
+        with engines.engine(Database.main).connect() as conn:
+            indexes = conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+            ).all()
+            constraints = conn.exec_driver_sql(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE connamespace = current_schema()::regnamespace"
+            ).all()
+        return {tuple(r) for r in indexes}, {tuple(r) for r in constraints}  # type: ignore[misc]
+    finally:
+        engines.dispose()
+
+
+def test_large_postgresql_tables_are_loaded_then_indexed_as_the_migrations_built_them(
+    install: Install, scratch_factory: ScratchFactory
+) -> None:
+    target = scratch_factory.new("postgresql", "rebuild")
+    migrate.upgrade(Database.main, "head", settings=target.settings())
+    migrated = _pg_schema(target)
+    result = copy_database(
+        Database.main,
+        target.main_url,
+        source=install.scratch.main_url,
+        settings=install.scratch.settings(),
+        rebuild_indexes_from=1,  # every table with a row: drop, COPY, build again
+    )
+    assert result.rows == sum(len(rows) for rows in install.contents[Database.main].values())
+    assert _pg_schema(target) == migrated
+    assert migrate.check(Database.main, settings=target.settings()).ok
+    assert_same(install, target, (Database.main,))
+    assert verify(target).ok
