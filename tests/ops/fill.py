@@ -28,7 +28,7 @@ from tradebase.brokers.models import WebsocketConnection
 from tradebase.calendars.models import MarketHoliday, TradingHoursTemplate
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
-from tradebase.core.crypto import MasterKey
+from tradebase.core.crypto import KeyStore, MasterKey
 from tradebase.core.db import Database, Engines, unit_of_work
 from tradebase.credentials.service import CredentialService
 from tradebase.llm.models import Conversation, LlmUsage, Message, messages_archive
@@ -57,8 +57,12 @@ NESTED: dict[str, Any] = {
 }
 
 
-def fill_every_table(scratch: Scratch, tmp: Path) -> None:
-    """Migrate *scratch*'s databases and put at least one row in every table."""
+SECRET = "pk_live_Ünïcødé-0123456789abcdef"
+
+
+def fill_every_table(scratch: Scratch, tmp: Path) -> KeyStore:
+    """Migrate *scratch*'s databases and put at least one row in every table; return the
+    key store the secret is encrypted under."""
     settings = scratch.settings().model_copy(update={"data_dir": tmp})
     for database in Database:
         migrate.upgrade(database, "head", settings=settings)
@@ -75,7 +79,7 @@ def fill_every_table(scratch: Scratch, tmp: Path) -> None:
                 owner_type="account",
                 owner_id=1,
                 kind="broker_api_key",
-                value="pk_live_Ünïcødé-0123456789abcdef",
+                value=SECRET,
                 actor="dana",
                 actor_user_id=1,
             )
@@ -90,6 +94,7 @@ def fill_every_table(scratch: Scratch, tmp: Path) -> None:
             )
     finally:
         engines.dispose()
+    return keys
 
 
 def empty_tables(engines: Engines) -> list[str]:

@@ -22,14 +22,16 @@ from sqlalchemy import Text, cast, func, select
 from typer.testing import CliRunner, Result
 
 from tests.conftest import Scratch, ScratchFactory
-from tests.ops.fill import empty_tables, fill_every_table
+from tests.ops.fill import SECRET, empty_tables, fill_every_table
 from tradebase.accounts.service import user as user_service
 from tradebase.audit.service import audit
 from tradebase.cli import app
 from tradebase.config import get_settings
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
+from tradebase.core.crypto import KeyStore
 from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.credentials.service import CredentialService
 from tradebase.ops.transfer import Kind, column_kind, copy_database
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import Portfolio
@@ -42,19 +44,20 @@ SQL_NULL = "<SQL NULL>"
 class Install:
     scratch: Scratch
     contents: dict[Database, dict[str, list[tuple[Any, ...]]]]
+    keys: KeyStore
 
 
 @pytest.fixture(scope="module")
 def install(scratch_factory: ScratchFactory, tmp_path_factory: pytest.TempPathFactory) -> Install:
     scratch = scratch_factory.new("sqlite", "install")
-    fill_every_table(scratch, tmp_path_factory.mktemp("install-data"))
+    keys = fill_every_table(scratch, tmp_path_factory.mktemp("install-data"))
     engines = Engines(scratch.settings())
     try:
         assert empty_tables(engines) == [], "the fill must put a row in every table"
     finally:
         engines.dispose()
     assert verify(scratch).ok
-    return Install(scratch, {db: contents(scratch, db) for db in Database})
+    return Install(scratch, {db: contents(scratch, db) for db in Database}, keys)
 
 
 def run(scratch: Scratch, *args: str) -> Result:
@@ -156,6 +159,25 @@ def max_ids(scratch: Scratch) -> dict[str, int]:
         engines.dispose()
 
 
+def assert_secret_reads(install: Install, scratch: Scratch) -> None:
+    """The copied ciphertext decrypts on the target, under the same master key."""
+    engines = Engines(scratch.settings())
+    try:
+        with unit_of_work(factory=engines.session_factory(Database.credentials)) as session:
+            value = CredentialService(install.keys).read_secret(
+                session,
+                owner_type="account",
+                owner_id=1,
+                kind="broker_api_key",
+                actor="test",
+                actor_user_id=None,
+                purpose="after the move",
+            )
+        assert value == SECRET
+    finally:
+        engines.dispose()
+
+
 def assert_fresh_ids(scratch: Scratch, copied: dict[str, int]) -> None:
     """A new user and an order on the target get ids past the copied ones; the chain still
     verifies with the entries they add."""
@@ -240,6 +262,8 @@ def test_db_copy_moves_every_table_to_a_server_exactly(
     assert imported.exit_code == 0, imported.output
     assert_same(install, back, via_mariadb=engine == "mysql")
     assert verify(back).ok
+    assert_secret_reads(install, target)
+    assert_secret_reads(install, back)
 
 
 def test_db_copy_from_postgresql_back_to_sqlite(

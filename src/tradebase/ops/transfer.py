@@ -57,6 +57,10 @@ Decisions:
   (``setval(pg_get_serial_sequence(...), max(id) + 1, false)``); MariaDB/MySQL's
   AUTO_INCREMENT and SQLite's rowids follow the largest id inserted by themselves.
 
+Secrets stay as they are in the credentials database: encrypted, bound to their rows.
+Reading them on the target needs the same master key (``TRADEBASE_SECRET_KEY`` or the
+key file in the data folder), which is never exported.
+
 A limit of the target, not of the copy: MariaDB/MySQL's TIME columns (the calendars'
 times of day) hold whole seconds, as the schema declares them, so the 24-hour session's
 close 23:59:59.999999 arrives there as 23:59:59, as it does on a MariaDB install migrated
