@@ -1031,10 +1031,10 @@ def _file_batches(
     decoders = [_decoder(k) for k in plan.kinds]
     json_columns = {n for n, k in table.columns if k is Kind.json}
     known = set(names)
-    opener: Callable[[Path], Any] = gzip.open if table.file.endswith(".gz") else Path.open
     rows: list[tuple[Any, ...]] = []
     line_number = 0
-    with opener(path) as stream:
+    # Bytes either way: json.loads reads UTF-8 whatever the locale.
+    with gzip.open(path) if table.file.endswith(".gz") else path.open("rb") as stream:
         for line_number, line in enumerate(stream, start=1):
             try:
                 obj = json.loads(line)
