@@ -1,4 +1,5 @@
-"""``tradebase db …``: migrate, inspect, check, back up and restore both databases."""
+"""``tradebase db …``: migrate, inspect and check both databases; back up, restore,
+rotate; export, import, copy; prune."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TaskProgressColumn,
@@ -20,10 +22,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tradebase.config import get_settings
+from tradebase.config import get_settings, normalize_database_url
 from tradebase.core import migrate
 from tradebase.core.db import Database, database_url
 from tradebase.ops import backup as backup_ops
+from tradebase.ops import transfer
 
 app = typer.Typer(
     help="Create, migrate and check the main and the credentials database.",
@@ -503,3 +506,172 @@ def rotate(
         f" {'to delete' if dry_run else 'deleted'}"
     )
     _print_rotation(result, dry_run)
+
+
+# --- export, import, copy -------------------------------------------------------------------
+
+
+class _Bar:
+    """`transfer.Progress` drawn as one rich bar per database."""
+
+    def __init__(self, progress: Progress, verb: str) -> None:
+        self.progress = progress
+        self.verb = verb
+        self.task: TaskID | None = None
+
+    def database(self, database: Database, rows: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(f"{self.verb} {database.value}", total=rows)
+
+    def table(self, database: Database, name: str, rows: int) -> None:
+        assert self.task is not None
+        self.progress.update(self.task, description=f"{self.verb} {database.value}.{name}")
+
+    def advance(self, rows: int) -> None:
+        assert self.task is not None
+        self.progress.advance(self.task, rows)
+
+
+@contextmanager
+def _transfer_bar(verb: str) -> Iterator[_Bar]:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        yield _Bar(progress, verb)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _report(result: transfer.Transferred, verb: str) -> None:
+    tables = sum(1 for rows in result.tables.values() if rows)
+    typer.echo(
+        f"{result.database.value}: {verb} {result.rows} rows of {tables} tables into"
+        f" {result.target}, at revision {result.revision}"
+    )
+
+
+@app.command("export")
+def export_command(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="New (or empty) folder to write the export to.")
+    ],
+    database: DatabaseOption = Target.all,
+    compress: Annotated[
+        bool, typer.Option("--gzip", help="Compress each table's file with gzip.")
+    ] = False,
+) -> None:
+    """Write every table as JSON lines, one file per table, with a manifest.
+
+    Engine-independent: decimals exact as strings, timestamps ISO 8601 in UTC with
+    microseconds, JSON as JSON. The manifest records each database's schema revision
+    and each file's row count and SHA-256. Read back with: tradebase db import DIR.
+    """
+    try:
+        with _transfer_bar("exporting") as bar:
+            manifest = transfer.export(
+                directory, _targets(database), compress=compress, progress=bar
+            )
+    except transfer.TransferError as exc:
+        raise _fail(exc.message) from None
+    for db, entry in manifest.databases.items():
+        typer.echo(
+            f"{db.value}: exported {entry.rows} rows of {len(entry.tables)} tables"
+            f" at revision {entry.revision}"
+        )
+    typer.echo(f"wrote {directory / transfer.MANIFEST}")
+
+
+@app.command("import")
+def import_command(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR", help="Folder written by tradebase db export.", file_okay=False
+        ),
+    ],
+    database: DatabaseOption = Target.all,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Empty a target database that holds data before loading."),
+    ] = False,
+) -> None:
+    """Load an export into the configured databases.
+
+    Verifies the manifest and every file's SHA-256 first, migrates each database to the
+    export's revision (refusing one newer than this version knows), and loads each
+    database in one transaction: a failed import leaves it as it was. A database that
+    holds data is refused unless --force.
+    """
+    chosen = None if database is Target.all else _targets(database)
+    try:
+        with _transfer_bar("importing") as bar:
+            results = transfer.import_export(directory, chosen, force=force, progress=bar)
+    except (transfer.TransferError, transfer.TargetNotEmpty) as exc:
+        raise _fail(exc.message) from None
+    for result in results:
+        _report(result, "imported")
+        if result.revision != migrate.head_revision(result.database):
+            typer.echo(
+                f"  the export is of an older revision: run tradebase db upgrade"
+                f" --database {result.database.value} to bring it up to date"
+            )
+
+
+@app.command("copy")
+def copy_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="URL of the target database, e.g. postgresql://user@host/tradebase or"
+            " mysql://user@host/tradebase.",
+        ),
+    ],
+    credentials_to: Annotated[
+        str | None,
+        typer.Option(
+            "--credentials-to",
+            help="URL for the credentials database (default: the --to database; each"
+            " database keeps its own tables and version table).",
+        ),
+    ] = None,
+    database: DatabaseOption = Target.all,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Empty a target database that holds data before copying."),
+    ] = False,
+) -> None:
+    """Copy the configured databases to another engine, e.g. SQLite to PostgreSQL.
+
+    Migrates the target to the same revision, then copies every table in one
+    transaction per database (COPY on PostgreSQL), from one consistent snapshot of the
+    source. Afterwards identity counters continue after the copied ids and the audit
+    chain verifies on the target. Point TRADEBASE_DATABASE_URL (and
+    TRADEBASE_CREDENTIALS_DATABASE_URL) at the target to switch over.
+    """
+    try:
+        urls = {
+            Database.main: normalize_database_url(to),
+            Database.credentials: normalize_database_url(credentials_to or to),
+        }
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        with _transfer_bar("copying") as bar:
+            results = [
+                transfer.copy_database(db, urls[db], force=force, progress=bar)
+                for db in _targets(database)
+            ]
+    except (transfer.TransferError, transfer.TargetNotEmpty) as exc:
+        raise _fail(exc.message) from None
+    for result in results:
+        _report(result, "copied")
