@@ -397,11 +397,10 @@ def test_the_migration_carries_triggered_stop_limits_both_ways(scratch: Scratch)
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_sqlite3_shell_can_still_write_orders(scratch: Scratch) -> None:
     # The book indexes hold `price + 0` on SQLite: a connection without Tradebase's
     # tb_decimal collation (the sqlite3 shell, a script) can insert and reprice orders.
-    if scratch.backend != "sqlite":
-        pytest.skip("SQLite only")
     migrate.upgrade(Database.main, "head", settings=scratch.settings())
     assert scratch.main_url.database is not None
     shell = sqlite3.connect(scratch.main_url.database)
