@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from tests.conftest import Scratch, ScratchFactory
+from tests.conftest import IN_CI, Scratch, ScratchFactory
 from tests.credentials import env_keys
 from tests.factories import create_user
 from tradebase.cli import app
@@ -55,7 +55,9 @@ TOOLS = {
 def _need_tools(backend: str) -> None:
     for names in TOOLS.get(backend, ()):
         if not any(shutil.which(name) for name in names):
-            pytest.skip(f"{' or '.join(names)} is not installed: {backend} backups untested")
+            (pytest.fail if IN_CI else pytest.skip)(  # CI has every client tool
+                f"{' or '.join(names)} is not installed: {backend} backups untested"
+            )
 
 
 def _migrated(scratch: Scratch, **overrides: object) -> Settings:
@@ -374,7 +376,7 @@ def test_without_zstd_backups_are_gzip_and_a_zstd_backup_needs_it_to_restore(
 
 def test_an_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not shutil.which("pg_dump"):
-        pytest.skip("pg_dump is not installed")
+        (pytest.fail if IN_CI else pytest.skip)("pg_dump is not installed")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TRADEBASE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     get_settings.cache_clear()

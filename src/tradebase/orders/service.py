@@ -243,62 +243,29 @@ class OrderService:
             "algo_params": _options(reduce_only=reduce_only),
         }
         now = utc_now()
-        moves: list[tuple[str, Any, Any, dict[str, Any]]]
         if refusal is not None or execution is None:
             assert refusal is not None
-            moves = [
-                (OrderEventType.created, None, OrderStatus.pending, {}),
-                (
-                    OrderEventType.rejected,
-                    OrderStatus.pending,
-                    OrderStatus.rejected,
-                    {"reason": refusal.message},
-                ),
-            ]
-            values.update(status=OrderStatus.rejected, reject_reason=refusal.message)
-        else:
-            moves = [
-                (OrderEventType.created, None, OrderStatus.pending, {}),
-                (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
-                (OrderEventType.filled, OrderStatus.open, OrderStatus.filled, {}),
-            ]
-            values.update(
-                status=OrderStatus.filled,
-                filled_quantity=execution.quantity,
-                average_fill_price=execution.price,
-                fee=execution.fee,
-                fee_currency=execution.fee_currency,
-                placed_at=now,
-                filled_at=now,
-            )
+            return self._reject(session, principal, values, refusal, now)
+        moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
+            (OrderEventType.created, None, OrderStatus.pending, {}),
+            (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
+            (OrderEventType.filled, OrderStatus.open, OrderStatus.filled, {}),
+        ]
+        values.update(
+            status=OrderStatus.filled,
+            filled_quantity=execution.quantity,
+            average_fill_price=execution.price,
+            fee=execution.fee,
+            fee_currency=execution.fee_currency,
+            placed_at=now,
+            filled_at=now,
+        )
         for _event_type, before, after, _details in moves[1:]:
             check_move(before, after)  # the state table, even when the moves are written at once
         placed, created = self._insert_order(session, principal, values)
         if not created:  # the same client_order_id won a race
             return placed
         order_id = placed.id
-        if refusal is not None:
-            self._write_events(session, order_id, moves, now)
-            audit_service.record(
-                session,
-                action="order.rejected",
-                user_id=principal.user_id,
-                actor=principal.username,
-                resource_type="order",
-                resource_id=order_id,
-                details={"reason": refusal.message},
-                ip_address=principal.ip_address,
-            )
-            raise OrderRejected(
-                f"order rejected: {refusal.message}",
-                details={
-                    "order_id": order_id,
-                    "reason": refusal.message,
-                    "cause": refusal.error_code,
-                    **refusal.details,
-                },
-            ) from refusal
-        assert execution is not None
         trade_id = self._book(session, portfolio, values | {"id": order_id}, execution, now)
         moves[2] = (
             OrderEventType.filled,
@@ -362,7 +329,7 @@ class OrderService:
             try:
                 reference = self._ioc_reference(session, fields["symbol"], fields["exchange"], now)
             except TradebaseError as refusal:
-                return self._reject_resting(session, principal, values, refusal, now)
+                return self._reject(session, principal, values, refusal, now)
         moves: list[tuple[str, Any, Any, dict[str, Any]]] = [
             (OrderEventType.created, None, OrderStatus.pending, {}),
             (OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, {}),
@@ -421,7 +388,7 @@ class OrderService:
         close, volume = latest
         return Bar(close, close, close, close, volume)
 
-    def _reject_resting(
+    def _reject(
         self,
         session: Session,
         principal: Principal,
@@ -429,7 +396,8 @@ class OrderService:
         refusal: TradebaseError,
         now: datetime,
     ) -> Order:
-        """Keep the refused order as rejected, with the reason, and raise `OrderRejected`."""
+        """Keep the refused order (market or resting) as rejected, with the reason and its
+        events and audit entry, and raise `OrderRejected`; nothing else moves."""
         values = values | {
             "status": OrderStatus.rejected,
             "reject_reason": refusal.message,
