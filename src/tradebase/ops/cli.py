@@ -3,6 +3,7 @@ rotate; export, import, copy; prune."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,8 +25,9 @@ from rich.progress import (
 
 from tradebase.config import get_settings, normalize_database_url
 from tradebase.core import migrate
-from tradebase.core.db import Database, database_url
+from tradebase.core.db import Database, Engines, database_url
 from tradebase.ops import backup as backup_ops
+from tradebase.ops import maintain as maintain_ops
 from tradebase.ops import transfer
 
 app = typer.Typer(
@@ -675,3 +677,188 @@ def copy_command(
         raise _fail(exc.message) from None
     for result in results:
         _report(result, "copied")
+
+
+# --- maintain -------------------------------------------------------------------------------
+
+
+def _print_maintenance(report: maintain_ops.DatabaseReport) -> None:
+    typer.echo(f"{report.database.value} database: {report.engine}, {report.target}")
+    typer.echo(f"  ran: {_ran(report.ran) or 'nothing'}")
+    if report.integrity is not None:
+        state = "ok" if report.integrity_ok else f"FAILED ({len(report.integrity)} problems)"
+        typer.echo(f"  integrity: {state}")
+    rows = [("table", "rows", "size")]
+    for table in report.tables:
+        count = "?" if table.rows is None else f"{table.rows:,}"
+        rows.append(
+            (
+                table.name,
+                f"~{count}" if table.rows_estimated else count,
+                "-" if table.size is None else _size(table.size),
+            )
+        )
+    total = report.total_size
+    rows.append(
+        (
+            f"total ({len(report.tables)} tables)",
+            f"{report.total_rows:,}",
+            "-" if total is None else _size(total),
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for i, (name, count, size) in enumerate(rows):
+        if i == len(rows) - 1:
+            typer.echo("  " + "-" * (sum(widths) + 4))
+        typer.echo(f"  {name:<{widths[0]}}  {count:>{widths[1]}}  {size:>{widths[2]}}")
+    if report.sizes_note:
+        typer.echo(f"  {report.sizes_note}")
+    if report.size_before is not None and report.size_after is not None:
+        gained = report.size_before - report.size_after
+        change = f"{_size(gained)} reclaimed" if gained > 0 else "nothing reclaimed"
+        typer.echo(
+            f"  database size: {_size(report.size_before)} before, {_size(report.size_after)}"
+            f" after ({change})"
+        )
+    elif report.size_after is not None:
+        typer.echo(f"  database size: {_size(report.size_after)}")
+    for note in report.notes:
+        typer.echo(f"  note: {note}")
+    if report.statements:
+        typer.echo("  slowest statements (mean ms, calls, total ms):")
+        for st in report.statements:
+            query = " ".join(st.query.split())
+            if len(query) > 100:
+                query = query[:99] + "…"
+            typer.echo(f"    {st.mean_ms:>10,.2f}  {st.calls:>8,}  {st.total_ms:>12,.1f}  {query}")
+    elif report.statements_note:
+        typer.echo(f"  slowest statements: none, {report.statements_note}")
+    typer.echo(f"  took {report.seconds:.1f} s")
+
+
+_ON_TABLE = re.compile(r'^(?P<command>.+?) (?P<table>"[^"]+"|`[^`]+`)$')
+
+
+def _ran(steps: list[str]) -> str:
+    """The steps, a command run per table once: 'VACUUM (ANALYZE) (40 tables)'."""
+    counts: dict[str, int] = {}
+    for step in steps:
+        match = _ON_TABLE.match(step)
+        key = match["command"] if match else step
+        counts[key] = counts.get(key, 0) + (1 if match else 0)
+    return ", ".join(
+        f"{key} ({n} tables)" if n > 1 else f"{key} (1 table)" if n else key
+        for key, n in counts.items()
+    )
+
+
+@app.command()
+def maintain(
+    database: DatabaseOption = Target.all,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum/--no-vacuum",
+            help="Reclaim the space of deleted rows: VACUUM (SQLite, PostgreSQL), OPTIMIZE"
+            " TABLE (MariaDB/MySQL).",
+        ),
+    ] = True,
+    analyze: Annotated[
+        bool,
+        typer.Option(
+            "--analyze/--no-analyze",
+            help="Refresh the planner's statistics: ANALYZE (and PRAGMA optimize on SQLite),"
+            " ANALYZE TABLE on MariaDB/MySQL.",
+        ),
+    ] = True,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="PostgreSQL: VACUUM FULL, which rewrites each table and gives the space back"
+            " to the system, but locks the table meanwhile (stop the server first). SQLite"
+            " and MariaDB always rewrite.",
+        ),
+    ] = False,
+    top: Annotated[
+        int,
+        typer.Option(
+            "--top",
+            min=0,
+            help="How many of the slowest statements to show (0: none), where the engine"
+            " records them: pg_stat_statements, MariaDB/MySQL performance_schema.",
+        ),
+    ] = 10,
+    estimate_rows: Annotated[
+        bool,
+        typer.Option(
+            "--estimate-rows",
+            help="PostgreSQL: estimated row counts from the statistics (shown with ~)"
+            " instead of counting every table.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the reports as one JSON document.")
+    ] = False,
+) -> None:
+    """Vacuum, analyze and check the databases; show each table's rows and size.
+
+    SQLite: PRAGMA integrity_check first (a failed check exits 1 listing
+    the problems, and nothing is rewritten), ANALYZE and PRAGMA optimize,
+    VACUUM, then a WAL checkpoint so that the file shrinks; sizes per table
+    from dbstat. PostgreSQL: VACUUM (ANALYZE) per table, outside a
+    transaction; sizes from pg_total_relation_size (table and indexes).
+    MariaDB/MySQL: OPTIMIZE TABLE and ANALYZE TABLE; sizes are data_length
+    + index_length. Row counts are exact (COUNT(*)). Only Tradebase's own
+    tables and its Alembic version table are touched.
+
+    The slowest statements come from pg_stat_statements (PostgreSQL) and
+    performance_schema (MariaDB/MySQL) when the server has them on; else
+    the reason and the fix are printed. SQLite's VACUUM needs the database
+    to itself for a moment: while the server writes it waits up to
+    TRADEBASE_SQLITE_BUSY_TIMEOUT_MS. --json prints the same reports for
+    scripts (sizes in bytes).
+    """
+    engines = Engines(get_settings())
+    try:
+        with _progress_bar() as report:
+            reports = maintain_ops.maintain(
+                engines,
+                _targets(database),
+                vacuum=vacuum,
+                analyze=analyze,
+                full=full,
+                top=top,
+                estimate_rows=estimate_rows,
+                progress=report,
+            )
+    except maintain_ops.MaintainError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engines.dispose()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        for item in reports:
+            _print_maintenance(item)
+    failed = False
+    for item in reports:
+        for problem in item.problems:
+            typer.echo(f"warning: {item.database.value}: {problem}", err=True)
+        if not item.integrity_ok:
+            failed = True
+            assert item.integrity is not None
+            typer.echo(
+                f"error: the {item.database.value} database failed its integrity check"
+                f" ({item.target}):",
+                err=True,
+            )
+            for problem in item.integrity:
+                typer.echo(f"  {problem}", err=True)
+            typer.echo(
+                "  restore the latest backup (tradebase db restore), or save what can be"
+                " read with: sqlite3 FILE .recover | sqlite3 NEW-FILE",
+                err=True,
+            )
+    if failed:
+        raise typer.Exit(1)
