@@ -177,12 +177,30 @@ def maintain(
                         " tables: run tradebase db upgrade first"
                     )
                 runner(conn, job)
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip()
+            raise MaintainError(
+                f"maintaining the {database.value} database at {report.target} failed:"
+                f" {reason}{_hint(reason)}"
+            ) from exc
         finally:
             if owned:
                 engine.dispose()
         report.seconds = time.monotonic() - started
         reports.append(report)
     return reports
+
+
+def _hint(reason: str) -> str:
+    if "malformed" in reason:
+        return "; restore the latest backup (tradebase db restore)"
+    if "locked" in reason:
+        return (
+            "; another connection kept the database busy longer than"
+            " TRADEBASE_SQLITE_BUSY_TIMEOUT_MS: run it again when the server is quiet, or"
+            " with --no-vacuum"
+        )
+    return ""
 
 
 def _engine(engines: Engines, database: Database) -> tuple[Engine, bool]:
@@ -284,10 +302,15 @@ def _sqlite_size(conn: Connection) -> int:
 def _sqlite(conn: Connection, job: _Job) -> None:
     report = job.report
     job.start(1 + int(job.analyze) + int(job.vacuum) + len(job.names) + 1)
-    rows = job.run(conn, f"PRAGMA integrity_check({INTEGRITY_LIMIT})", "PRAGMA integrity_check")
-    report.integrity = [str(row[0]) for row in rows] or ["ok"]
-    if len(rows) == INTEGRITY_LIMIT:
-        report.integrity.append(f"(stopped after the first {INTEGRITY_LIMIT} problems)")
+    try:
+        rows = job.run(conn, f"PRAGMA integrity_check({INTEGRITY_LIMIT})", "PRAGMA integrity_check")
+    except DBAPIError as exc:  # damage so bad that the check itself stops
+        report.ran.append("PRAGMA integrity_check")
+        report.integrity = [f"the check stopped: {exc.orig}"]
+    else:
+        report.integrity = [str(row[0]) for row in rows] or ["ok"]
+        if len(rows) == INTEGRITY_LIMIT:
+            report.integrity.append(f"(stopped after the first {INTEGRITY_LIMIT} problems)")
     job.tick()
     report.size_before = _sqlite_size(conn)
     if not report.integrity_ok:
