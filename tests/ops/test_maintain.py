@@ -21,6 +21,7 @@ from tradebase.cli import app
 from tradebase.config import get_settings
 from tradebase.core import migrate
 from tradebase.core.db import Database, Engines, create_db_engine
+from tradebase.ops import maintain as maintain_module
 from tradebase.ops.maintain import DatabaseReport, MaintainError, maintain
 from tradebase.schema import credentials_metadata, main_metadata
 
@@ -396,6 +397,48 @@ def test_sqlite_damage_fails_the_integrity_check_and_the_cli_exits_1(scratch: Sc
     assert "error: the main database failed its integrity check" in result.stderr
     assert "missing from index idx_bot_metrics_timestamp" in result.stderr
     assert "tradebase db restore" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_one_file_for_both_databases_is_maintained_once(scratch: Scratch) -> None:
+    one = Scratch("sqlite", scratch.main_url, scratch.main_url)
+    _migrate(one)
+    _fill(one)
+    main, credentials = _run(one)
+    assert main.ran[0] == "PRAGMA integrity_check" and "VACUUM" in main.ran
+    assert credentials.ran == []
+    assert credentials.integrity == ["ok"]
+    assert "holds the main database too" in credentials.notes[0]
+    assert {t.name for t in main.tables} == MAIN_TABLES
+    assert {t.name: t.rows for t in credentials.tables} == {
+        "alembic_version_credentials": 1,
+        "credentials": 0,
+        "credential_access_log": 0,
+    }
+    assert all(t.size for t in credentials.tables)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_sqlite_without_dbstat_reports_the_file_size_only(
+    scratch: Scratch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _migrate(scratch)
+    _fill(scratch)
+    # A SQLite built without SQLITE_ENABLE_DBSTAT_VTAB answers "no such table: dbstat".
+    monkeypatch.setattr(maintain_module, "DBSTAT_QUERY", "SELECT name, pgsize FROM dbstat_x")
+    main = _run(scratch)[0]
+    assert main.sizes_note is not None
+    assert main.sizes_note.startswith("sizes per table are unavailable: this SQLite was built")
+    assert all(t.size is None for t in main.tables)
+    assert main.total_size is None
+    assert main.size_after == Path(str(scratch.main_url.database)).stat().st_size
+    assert {t.name: t.rows for t in main.tables}["bot_metrics"] == BOT_METRICS
+
+    result = _cli(scratch, "--database", "main")
+    assert result.exit_code == 0, result.output
+    assert "sizes per table are unavailable" in result.stdout
+    bot = next(line.split() for line in result.stdout.splitlines() if "bot_metrics" in line)
+    assert bot == ["bot_metrics", str(BOT_METRICS), "-"]
 
 
 # --- PostgreSQL: pg_stat_statements -------------------------------------------------------

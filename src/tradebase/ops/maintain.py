@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -37,6 +38,7 @@ from tradebase.core.db import Database, Engines, create_db_engine
 
 Progress = Callable[[str, int, int | None], None]
 
+DBSTAT_QUERY = "SELECT name, pgsize FROM dbstat WHERE aggregate = TRUE"  # SQLite 3.31+
 INTEGRITY_LIMIT = 10_000  # problems PRAGMA integrity_check reports at most
 PG_STAT_STATEMENTS_FIX = (
     "CREATE EXTENSION pg_stat_statements in this database and add pg_stat_statements to"
@@ -143,10 +145,12 @@ def maintain(
     `DatabaseReport.integrity_ok`), not raised; an unreachable database raises
     `MaintainError`.
     """
-    reports = []
+    reports: list[DatabaseReport] = []
+    files: dict[str, DatabaseReport] = {}  # SQLite files done: one may hold both databases
     for database in databases:
         started = time.monotonic()
         engine, owned = _engine(engines, database)
+        file = _sqlite_file(engine)
         try:
             report = DatabaseReport(database, _engine_name(engine), _describe(engine))
             runner = _RUNNERS.get(engine.dialect.name)
@@ -156,6 +160,7 @@ def maintain(
                     f" {engine.dialect.name} engine (SQLite, PostgreSQL, MariaDB and MySQL)"
                 )
             job = _Job(database, report, vacuum, analyze, full, top, estimate_rows, progress)
+            job.shared_with = files.get(file) if file else None
             try:
                 conn = engine.connect()
             except DBAPIError as exc:
@@ -188,7 +193,16 @@ def maintain(
                 engine.dispose()
         report.seconds = time.monotonic() - started
         reports.append(report)
+        if file:
+            files.setdefault(file, report)
     return reports
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return str(Path(str(url.database)).expanduser().resolve())
 
 
 def _hint(reason: str) -> str:
@@ -230,6 +244,7 @@ class _Job:
     estimate_rows: bool
     progress: Progress | None
     names: list[str] = field(default_factory=list)
+    shared_with: DatabaseReport | None = None  # SQLite: the file was maintained with it
     done: int = 0
     total: int = 0
 
@@ -301,6 +316,17 @@ def _sqlite_size(conn: Connection) -> int:
 
 def _sqlite(conn: Connection, job: _Job) -> None:
     report = job.report
+    if job.shared_with is not None:  # one file for both databases: maintained already
+        first = job.shared_with
+        report.integrity = first.integrity
+        report.notes.append(
+            f"this file holds the {first.database.value} database too: it was checked,"
+            f" analyzed and vacuumed with it"
+        )
+        job.start(len(job.names) + 1)
+        report.size_after = _sqlite_size(conn)
+        _sqlite_tables(conn, job)
+        return
     job.start(1 + int(job.analyze) + int(job.vacuum) + len(job.names) + 1)
     try:
         rows = job.run(conn, f"PRAGMA integrity_check({INTEGRITY_LIMIT})", "PRAGMA integrity_check")
@@ -337,22 +363,24 @@ def _sqlite(conn: Connection, job: _Job) -> None:
                     )
             job.tick()
     report.size_after = _sqlite_size(conn)
-    sizes = _dbstat_sizes(conn, report)
+    _sqlite_tables(conn, job)
+
+
+def _sqlite_tables(conn: Connection, job: _Job) -> None:
+    sizes = _dbstat_sizes(conn, job.report)
     tables = []
     for name in job.names:
         tables.append(TableReport(name, _count(conn, job, name), sizes.get(name)))
         job.tick()
-    report.tables = _sorted(tables)
-    report.statements_note = "SQLite does not record statement times"
+    job.report.tables = _sorted(tables)
+    job.report.statements_note = "SQLite does not record statement times"
     job.tick()
 
 
 def _dbstat_sizes(conn: Connection, report: DatabaseReport) -> dict[str, int]:
     """Bytes per table, its indexes included, from dbstat; {} when SQLite has no dbstat."""
     try:
-        pages = conn.exec_driver_sql(
-            "SELECT name, pgsize FROM dbstat WHERE aggregate = TRUE"
-        ).fetchall()
+        pages = conn.exec_driver_sql(DBSTAT_QUERY).fetchall()
     except DBAPIError as exc:
         if "no such table" in str(exc.orig):
             report.sizes_note = (
