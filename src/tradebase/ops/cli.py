@@ -810,7 +810,8 @@ def maintain(
     transaction; sizes from pg_total_relation_size (table and indexes).
     MariaDB/MySQL: OPTIMIZE TABLE and ANALYZE TABLE; sizes are data_length
     + index_length. Row counts are exact (COUNT(*)). Only Tradebase's own
-    tables and its Alembic version table are touched.
+    tables and its Alembic version table are listed (and, but on SQLite,
+    where VACUUM is of the whole file, vacuumed and analyzed).
 
     The slowest statements come from pg_stat_statements (PostgreSQL) and
     performance_schema (MariaDB/MySQL) when the server has them on; else

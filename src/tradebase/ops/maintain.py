@@ -1,7 +1,8 @@
 """Database upkeep: ``tradebase db maintain``, and the worker's maintenance job.
 
 Per engine, for the tables of Tradebase's schema (the SQLAlchemy metadata of each database
-and its Alembic version table; other tables in the same database are left alone):
+and its Alembic version table; other tables in the same database are not listed, and are
+left alone but by SQLite's VACUUM and ANALYZE, which are of the whole file):
 
 * SQLite: ``PRAGMA integrity_check`` first (a database that fails it is not vacuumed or
   analyzed, only reported), then ``ANALYZE`` and ``PRAGMA optimize``, ``VACUUM`` (which
