@@ -12,6 +12,7 @@ from tradebase.audit.cli import app as audit_app
 from tradebase.config import SettingsError, get_settings
 from tradebase.credentials.cli import app as credentials_app
 from tradebase.ops.cli import app as db_app
+from tradebase.ops.jobs_cli import jobs_app, worker_command
 from tradebase.ops.schema_cli import app as schema_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
 from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
@@ -37,6 +38,8 @@ app.command("settle")(settle_command)
 app.add_typer(orders_app, name="orders")
 app.command("positions")(positions_command)
 app.command("portfolio")(portfolio_command)
+app.command("worker")(worker_command)
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command()

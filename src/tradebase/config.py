@@ -218,6 +218,10 @@ class Settings(BaseSettings):
     retention_price_data: str = Field(
         default="2y:delete", description="How long OHLCV bars (price_data) are kept."
     )
+    retention_job_runs: str = Field(
+        default="90d:delete",
+        description="How long the worker's job history (job_runs) is kept.",
+    )
     retention_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=5_000, description="Rows deleted or archived per transaction by db prune."
     )
@@ -230,6 +234,7 @@ class Settings(BaseSettings):
         "retention_system_metrics",
         "retention_orders",
         "retention_price_data",
+        "retention_job_runs",
     )
     @classmethod
     def _valid_retention(cls, value: str) -> str:
@@ -255,6 +260,73 @@ class Settings(BaseSettings):
         default=12,
         description="Backup rotation: keep the newest backup of each of the last N months.",
     )
+
+    # The worker (tradebase worker): when each job runs. Cron (5 fields, or 6 with seconds
+    # first), "every 15m" / "every 2s", or "off"; UTC.
+    schedule_backup: str = Field(
+        default="0 2 * * *",
+        description="When the worker backs up both databases (and rotates the backups).",
+    )
+    schedule_prune: str = Field(
+        default="30 2 * * *",
+        description="When the worker deletes or archives rows past their retention.",
+    )
+    schedule_maintain: str = Field(
+        default="0 3 * * 0",
+        description="When the worker runs db maintain (vacuum, analyze, integrity check).",
+    )
+    schedule_snapshot: str = Field(
+        default="5 0 * * *",
+        description="When the worker records every portfolio's value and refreshes its P&L.",
+    )
+    schedule_settle: str = Field(
+        default="*/15 * * * *",
+        description="When the worker settles CNC positions into holdings after the close.",
+    )
+    schedule_expire_orders: str = Field(
+        default="*/5 * * * *",
+        description="When the worker expires DAY orders whose trading day has closed.",
+    )
+    job_modules: str | None = Field(
+        default=None,
+        description=(
+            "Python modules (comma-separated) that the worker imports to register more jobs"
+            " with @tradebase.ops.jobs.job; their schedules: TRADEBASE_SCHEDULE_<NAME>."
+        ),
+    )
+    job_lease_seconds: Annotated[int, Field(ge=2, le=86_400)] = Field(
+        default=60,
+        description=(
+            "How long a running job's claim lasts without a heartbeat (the worker renews it"
+            " every quarter of that): after it, another worker takes the slot over."
+        ),
+    )
+    job_misfire_grace_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=3600,
+        description=(
+            "A slot missed while no worker ran is still run when a worker starts within this"
+            " many seconds of it; older slots are left (the next one runs on time)."
+        ),
+    )
+    job_max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3,
+        description="Times a slot is started again after its worker died mid-job.",
+    )
+
+    @field_validator(
+        "schedule_backup",
+        "schedule_prune",
+        "schedule_maintain",
+        "schedule_snapshot",
+        "schedule_settle",
+        "schedule_expire_orders",
+    )
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        from tradebase.ops.schedule import parse_schedule
+
+        parse_schedule(value)
+        return value.strip()
 
     @field_validator("database_url", "credentials_database_url")
     @classmethod

@@ -92,6 +92,9 @@ EXPECTED: dict[str, str] = {
     "audit_checkpoint": "id last_id last_hash entries updated_at",
     # trading engine (issue 4)
     "cash_movements": "id portfolio_id user_id kind amount balance_after trade_id note created_at",
+    # the worker (issue 7)
+    "job_runs": "id job slot_at kind status attempt host pid started_at lease_until finished_at"
+    " result error",
 }
 ARCHIVES = {"audit_log", "messages", "orders", "order_events"}
 CREDENTIALS_EXPECTED: dict[str, str] = {

@@ -482,6 +482,26 @@ def _main(session: Session, settings: Any) -> None:
             }
         ],
     )
+    # A scheduled job's run (tradebase worker), with a JSON result.
+    session.execute(
+        insert(main_metadata.tables["job_runs"]),
+        [
+            {
+                "job": "backup",
+                "slot_at": MOMENT - timedelta(days=1),
+                "kind": "schedule",
+                "status": "succeeded",
+                "attempt": 2,
+                "host": "worker-1",
+                "pid": 4242,
+                "started_at": MOMENT - timedelta(days=1),
+                "lease_until": MOMENT - timedelta(days=1) + timedelta(seconds=60),
+                "finished_at": MOMENT - timedelta(days=1) + timedelta(seconds=3),
+                "result": NESTED,
+                "error": "attempt 1: worker worker-2 pid 17 stopped before the job finished",
+            }
+        ],
+    )
     # One entry whose details and message are as unusual as the log allows.
     from tradebase.audit.service import audit
 

@@ -35,6 +35,7 @@ CUTOFFS = {  # the seeds' limits, counted back from AT
     "system_metrics": AT - timedelta(days=7),
     "orders": AT - timedelta(days=30),  # with TRADEBASE_RETENTION_ORDERS=30d
     "price_data": datetime(2024, 6, 15, 12, 0, tzinfo=UTC),
+    "job_runs": AT - timedelta(days=90),
 }
 # Each table gets rows at these distances from its limit: the negative ones are past it.
 OFFSETS = (-400 * 86400, -2, -1, 0, 1, 3600)
@@ -59,6 +60,7 @@ def test_the_default_policies_are_the_seeds() -> None:
         "system_metrics": "delete after 7 days",
         "orders": "off (kept; TRADEBASE_RETENTION_ORDERS)",
         "price_data": "delete after 2 years",
+        "job_runs": "delete after 90 days",
         "portfolio_snapshots": "kept forever",
         "trades": "kept forever",
     }
@@ -161,6 +163,9 @@ class World:
                       timestamp=_at("price_data", offset), open=Decimal(10), high=Decimal(11),
                       low=Decimal(9), close=Decimal("10.5"), volume=Decimal(100))  # fmt: skip
             self._add("orders", offset, **self._order("cancelled", offset))
+            self._add("job_runs", offset, job="snapshot", slot_at=_at("job_runs", offset),
+                      status="succeeded", host="w1", pid=7, started_at=_at("job_runs", offset),
+                      lease_until=_at("job_runs", offset))  # fmt: skip
         self._special_orders()
         self.trades = self._count("trades")
         self.snapshots = self._count("portfolio_snapshots")
@@ -531,6 +536,7 @@ def test_the_cli_prints_each_table_and_exits_0(
         "system_metrics": "delete after 7 days 3 would delete 3",
         "orders": "archive after 30 days 10 would archive 4; 6 kept: still in use",
         "price_data": "delete after 2 years 3 would delete 3",
+        "job_runs": "delete after 90 days 3 would delete 3",
         "portfolio_snapshots": "kept forever - kept",
         "trades": "kept forever - kept",
     }
