@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -246,6 +246,15 @@ class Settings(BaseSettings):
         description=(
             "Folder that `tradebase db backup` writes to and `tradebase db rotate` prunes."
             " Default: backups in DATA_DIR."
+        ),
+    )
+    backup_format: Literal["auto", "native", "portable"] = Field(
+        default="auto",
+        description=(
+            "How db backup dumps PostgreSQL and MariaDB: native (pg_dump, mariadb-dump),"
+            " portable (Tradebase's JSON-lines export in one compressed tar; needs no client"
+            " programs and restores into any engine), or auto: native when the program is"
+            " installed, else portable. SQLite always uses its online backup API."
         ),
     )
     backup_keep_daily: Annotated[int, Field(ge=0)] = Field(

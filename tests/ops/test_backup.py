@@ -330,6 +330,7 @@ def test_a_missing_dump_program_exits_2_naming_the_package(
     monkeypatch.setenv("TRADEBASE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     monkeypatch.setenv("TRADEBASE_CREDENTIALS_DATABASE_URL", "mysql://nobody@127.0.0.1:1/none")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("TRADEBASE_BACKUP_FORMAT", "native")  # auto would go portable
     get_settings.cache_clear()
     try:
         with pytest.raises(ToolMissing) as info:

@@ -485,3 +485,84 @@ def test_large_postgresql_tables_are_loaded_then_indexed_as_the_migrations_built
     assert migrate.check(Database.main, settings=target.settings()).ok
     assert_same(install, target, (Database.main,))
     assert verify(target).ok
+
+
+# --- backups in the portable format ------------------------------------------------------
+
+
+def _backup(scratch: Scratch, out: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Result:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["db", "backup", "-o", str(out)], env=scratch.env())
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_without_the_dump_program_a_server_backup_is_portable_and_restores_exactly(
+    install: Install,
+    scratch_factory: ScratchFactory,
+    engine: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = scratch_factory.new(engine, "portable_src")
+    for database in Database:
+        copy_database(database, source.url(database), settings=install.scratch.settings())
+    # no pg_dump, mariadb-dump or zstd on PATH: auto falls back to the portable format
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    made = _backup(source, tmp_path / "out", monkeypatch)
+    assert made.exit_code == 0, made.output
+    folders = list((tmp_path / "out").iterdir())
+    assert len(folders) == 1, folders
+    folder = folders[0]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = manifest["files"]
+    assert {f["format"] for f in files.values()} == {"portable"}
+    assert {f["compression"] for f in files.values()} == {"gzip"}
+    rows = {db: sum(entry["tables"].values()) for db, entry in manifest["databases"].items()}
+    assert rows == {db.value: sum(map(len, install.contents[db].values())) for db in Database}
+
+    # into a fresh database of the same engine, and (portable) into SQLite too
+    for target in (scratch_factory.new(engine, "portable_dst"), scratch_factory.new("sqlite")):
+        get_settings.cache_clear()
+        restored = CliRunner().invoke(app, ["db", "restore", str(folder)], env=target.env())
+        get_settings.cache_clear()
+        assert restored.exit_code == 0, restored.output
+        assert_same(install, target, via_mariadb=engine == "mysql")
+        result = verify(target)
+        assert result.ok, result.message
+        assert_fresh_ids(target, max_ids(install.scratch))
+
+    # a flipped byte in the tar is found before anything is written
+    tar = folder / manifest["databases"]["main"]["file"]
+    assert tar.name.endswith(".portable.tar.gz")
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tar.write_bytes(bytes(data))
+    fresh = scratch_factory.new(engine, "portable_bad")
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(app, ["db", "restore", str(folder)], env=fresh.env())
+    get_settings.cache_clear()
+    assert refused.exit_code == 1 and tar.name in refused.output
+
+
+def test_the_native_format_without_its_program_exits_2_naming_the_setting(
+    install: Install,
+    scratch_factory: ScratchFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = scratch_factory.new("postgresql", "native_src")
+    for database in Database:
+        copy_database(database, source.url(database), settings=install.scratch.settings())
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    made = _backup(source, tmp_path / "out", monkeypatch, TRADEBASE_BACKUP_FORMAT="native")
+    assert made.exit_code == 2
+    assert "pg_dump is not installed" in made.output
+    assert "TRADEBASE_BACKUP_FORMAT=native (portable needs no programs)" in made.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

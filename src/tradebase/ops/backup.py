@@ -19,6 +19,11 @@ Each database is a consistent snapshot taken while the server keeps writing:
 * MariaDB/MySQL: ``mariadb-dump --single-transaction`` (InnoDB's consistent read),
   compressed; the rows of each table are counted in the dump as it streams past.
 
+Without the dump program (or with ``TRADEBASE_BACKUP_FORMAT=portable``) a PostgreSQL or
+MariaDB database is backed up in the *portable* format instead: the JSON-lines export of
+``db export`` (``ops/transfer.py``), read in one REPEATABLE READ transaction, packed into
+one compressed tar; it restores through ``db import``, into any engine.
+
 Main and credentials are two databases with no transaction spanning both, so each is
 consistent on its own. When both settings name the same database (one SQLite file, one
 PostgreSQL database), it is dumped once and the manifest says which tables belong to which.
@@ -40,6 +45,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -137,7 +143,7 @@ class FileEntry:
     name: str
     size: int
     sha256: str
-    format: str  # sqlite, pg_dump-custom, sql
+    format: str  # sqlite, pg_dump-custom, sql, portable
     compression: str  # zstd, gzip, pg_dump
 
     def to_json(self) -> dict[str, Any]:
@@ -486,8 +492,10 @@ def create_backup(
     targets = {db: _Target(database_url(db, settings)) for db in databases}
     groups = _group(targets)
     method = compression_method()
+    portable = {target.key for target, dbs in groups if _portable(target, dbs, settings)}
     for target, dbs in groups:
-        _check_backup_target(target, dbs)
+        if target.key not in portable:
+            _check_backup_target(target, dbs, settings)
     created_at = utc_now()
     output_dir.mkdir(parents=True, exist_ok=True)
     while True:  # another backup may pick the same second's name
@@ -504,6 +512,8 @@ def create_backup(
             stem = "+".join(db.value for db in dbs)
             if target.engine == "sqlite":
                 result = _backup_sqlite(target, dbs, partial, stem, method, settings, progress)
+            elif target.key in portable:
+                result = _backup_portable(dbs, partial, stem, method, settings, progress)
             elif target.engine == "postgresql":
                 result = _backup_postgresql(target, dbs, partial, stem, settings, progress)
             else:
@@ -551,8 +561,23 @@ def _unique_name(folder: Path, moment: datetime) -> str:
     return name
 
 
-def _check_backup_target(target: _Target, dbs: Sequence[Database]) -> None:
+def _portable(target: _Target, dbs: Sequence[Database], settings: Settings) -> bool:
+    """Whether *target* is dumped in the portable format (TRADEBASE_BACKUP_FORMAT)."""
+    if target.engine == "sqlite" or settings.backup_format == "native":
+        return False
+    if settings.backup_format == "portable":
+        return True
+    try:
+        _check_backup_target(target, dbs, settings)
+    except ToolMissing:
+        return True
+    return False
+
+
+def _check_backup_target(target: _Target, dbs: Sequence[Database], settings: Settings) -> None:
     what = f"backing up the {_label(dbs)} database ({target.engine})"
+    if settings.backup_format == "native":
+        what += " with TRADEBASE_BACKUP_FORMAT=native (portable needs no programs)"
     if target.engine == "sqlite":
         if target.url.database in (None, "", ":memory:") or "mode=memory" in str(target.url):
             raise BackupRefused(f"the {_label(dbs)} database is in memory: nothing to back up")
@@ -655,6 +680,93 @@ def _backup_sqlite(
     _compress_file(copy, packed, method, f"{_label(dbs)}: compress ({method})", progress)
     copy.unlink()
     return _Dumped(_file_entry(packed, "sqlite", method, progress), revisions, tables)
+
+
+class _TransferProgress:
+    """transfer's progress (database, table, rows) as this module's (label, done, total)."""
+
+    def __init__(self, progress: Progress, verb: str) -> None:
+        self.progress, self.verb = progress, verb
+        self.label, self.done, self.total = "", 0, 0
+
+    def database(self, database: Database, rows: int) -> None:
+        self.label, self.done, self.total = f"{database.value}: {self.verb}", 0, rows
+        self.progress(self.label, 0, rows)
+
+    def table(self, database: Database, name: str, rows: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        self.progress(self.label, self.done, self.total)
+
+
+def _backup_portable(
+    dbs: Sequence[Database],
+    partial: Path,
+    stem: str,
+    method: str,
+    settings: Settings,
+    progress: Progress,
+) -> _Dumped:
+    """The portable format: ``db export`` of *dbs* (one consistent read transaction per
+    database), packed into one compressed tar."""
+    from tradebase.ops import transfer
+
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=partial))
+    try:
+        try:
+            exported = transfer.export(
+                staging / "export",
+                dbs,
+                settings=settings,
+                progress=_TransferProgress(progress, "exporting (portable format)"),
+            )
+        except transfer.TransferError as exc:
+            raise BackupRefused(
+                f"the portable backup format cannot be used: {exc.message}; or install the"
+                " engine's dump program (TRADEBASE_BACKUP_FORMAT=native)"
+            ) from None
+        path = partial / f"{stem}.portable.tar{_EXTENSIONS[method]}"
+        with _compressed_writer(path, method) as out, tarfile.open(fileobj=out, mode="w|") as tar:
+            tar.add(staging / "export", arcname=".")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    entries = exported.databases
+    return _Dumped(
+        _file_entry(path, "portable", method, progress),
+        {db: entries[db].revision for db in dbs},
+        {db: {t.name: t.rows for t in entries[db].tables} for db in dbs},
+    )
+
+
+def _restore_portable(
+    folder: Path,
+    file: FileEntry,
+    dbs: Sequence[Database],
+    settings: Settings,
+    progress: Progress,
+) -> None:
+    """Unpack a portable backup and load it with ``db import`` (one transaction per
+    database; a target holding data was refused or --forced before)."""
+    from tradebase.ops import transfer
+
+    with tempfile.TemporaryDirectory(prefix="tradebase-restore-") as tmp:
+        with (
+            _decompressed_reader(folder / file.name, file.compression) as raw,
+            tarfile.open(fileobj=raw, mode="r|") as tar,
+        ):
+            tar.extractall(tmp, filter="data")
+        try:
+            transfer.import_export(
+                Path(tmp),
+                list(dbs),
+                force=True,
+                settings=settings,
+                progress=_TransferProgress(progress, "restoring (portable format)"),
+            )
+        except transfer.TransferError as exc:
+            raise BackupRefused(f"{file.name}: {exc.message}") from None
 
 
 def _file_entry(path: Path, fmt: str, compression: str, progress: Progress) -> FileEntry:
@@ -995,7 +1107,7 @@ def restore_backup(
     staged: list[tuple[Path, _Target, list[Database]]] = []
     try:
         for file, dbs, target in plan:
-            if target.engine == "sqlite":
+            if file.format == "sqlite":
                 expected = {t: n for db in dbs for t, n in manifest.databases[db].tables.items()}
                 path = _stage_sqlite(folder, file, dbs, target, expected, settings, progress)
                 staged.append((path, target, dbs))
@@ -1010,7 +1122,10 @@ def restore_backup(
     restored: list[RestoredDatabase] = []
     for file, dbs, target in plan:
         entries = [manifest.databases[db] for db in dbs]
-        if target.engine == "postgresql":
+        if file.format == "portable":
+            _restore_portable(folder, file, dbs, settings, progress)
+            _check_restored(target, entries, settings)
+        elif target.engine == "postgresql":
             _restore_postgresql(
                 folder, file, dbs, target, sum(len(e.tables) for e in entries), progress
             )
@@ -1063,7 +1178,7 @@ def _restore_plan(
         targets = {db: _Target(database_url(db, settings)) for db in dbs}
         engine = manifest.databases[dbs[0]].engine
         for db, target in targets.items():
-            if target.engine != engine:
+            if target.engine != engine and file.format != "portable":
                 raise BackupRefused(
                     f"the backup's {db.value} database is {engine}, the configured one is"
                     f" {target.engine} ({target.describe()}): a backup restores into the same"
@@ -1089,7 +1204,9 @@ def _restore_plan(
 
 def _check_restore_tools(target: _Target, file: FileEntry) -> None:
     what = f"restoring {file.name}"
-    if target.engine == "postgresql":
+    if file.format == "portable":
+        pass  # loaded by Tradebase itself
+    elif target.engine == "postgresql":
         find_tool(["pg_restore"], "postgresql", what)
     elif target.engine == "mysql":
         find_tool(["mariadb", "mysql"], "mysql", what)
