@@ -20,7 +20,9 @@ replaced):
 
 * ``pg_dump -Fc``: a bare ``pg_dump --format=custom`` of the database: the baseline;
 * ``db backup``: ``create_backup`` of the main database (exported snapshot, row counts,
-  pg_dump of that snapshot, SHA-256, manifest).
+  pg_dump of that snapshot, SHA-256, manifest);
+* ``db backup, portable``: the same with ``TRADEBASE_BACKUP_FORMAT=portable`` (the
+  JSON-lines export in a compressed tar: what a host without pg_dump gets).
 
 Prints the median of the rounds as rows/second, and each way's time relative to the
 baseline.
@@ -241,8 +243,9 @@ def postgres_bench(url: str, rows: int, rounds: int) -> None:
     pg_dump = backup_ops.find_tool(["pg_dump"], "postgresql", "the benchmark")
     out = folder / "out"
     out.mkdir()
-    times: dict[str, list[float]] = {"pg_dump -Fc": [], "db backup": []}
+    times: dict[str, list[float]] = {"pg_dump -Fc": [], "db backup": [], "db backup, portable": []}
     sizes: dict[str, int] = {}
+    portable = settings.model_copy(update={"backup_format": "portable"})
 
     def bare() -> None:
         target = out / "bare.pgdump"
@@ -258,9 +261,16 @@ def postgres_bench(url: str, rows: int, rounds: int) -> None:
         sizes["db backup"] = result.size
         shutil.rmtree(result.path)
 
+    def db_backup_portable() -> None:
+        result = backup_ops.create_backup(out, databases=[Database.main], settings=portable)
+        assert result.manifest.databases[Database.main].tables["price_data"] == n_bars
+        sizes["db backup, portable"] = result.size
+        shutil.rmtree(result.path)
+
     for _ in range(rounds):
         times["pg_dump -Fc"].append(_time(bare))
         times["db backup"].append(_time(db_backup))
+        times["db backup, portable"].append(_time(db_backup_portable))
     _report("PostgreSQL", rows, times, sizes)
     shutil.rmtree(folder)
 

@@ -136,11 +136,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from tradebase.marketdata.router import router as prices_router
     from tradebase.orders.router import router as orders_router
     from tradebase.portfolios.router import router as portfolios_router
+    from tradebase.strategies.router import router as strategies_router
 
     app.include_router(accounts_router)
     app.include_router(portfolios_router)
     app.include_router(orders_router)
     app.include_router(prices_router)
     app.include_router(calendars_router)
+    app.include_router(strategies_router)
     app.include_router(audit_router)
     return app

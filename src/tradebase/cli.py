@@ -16,6 +16,7 @@ from tradebase.ops.jobs_cli import jobs_app, worker_command
 from tradebase.ops.schema_cli import app as schema_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
 from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
+from tradebase.strategies.cli import strategies_app
 
 app = typer.Typer(
     help=(
@@ -40,6 +41,7 @@ app.command("positions")(positions_command)
 app.command("portfolio")(portfolio_command)
 app.command("worker")(worker_command)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(strategies_app, name="strategies")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from typer.testing import CliRunner
 
 from tests.conftest import Migrated, ScratchFactory
@@ -160,6 +160,13 @@ class Jobs:
 
         return jobs_ops.registered()[name]
 
+    def close(self) -> None:
+        """Remove this test's rows from the shared databases, then the engines."""
+        with unit_of_work(factory=self.engines.session_factory(Database.main)) as s:
+            s.execute(delete(SystemMetric).where(SystemMetric.component.like("t-%")))
+            s.execute(delete(JobRun).where(JobRun.job.like("t-%")))
+        self.engines.dispose()
+
     def runner(self, host: str, pid: int = 4242, clock: Any = None) -> Runner:
         return Runner(self.engines, self.settings, host=host, pid=pid, clock=clock or _now)
 
@@ -189,7 +196,7 @@ def _now() -> datetime:
 def jobs(migrated: Migrated) -> Iterator[Jobs]:
     made = Jobs(migrated)
     yield made
-    made.engines.dispose()
+    made.close()
 
 
 def _gone_pid() -> int:
@@ -287,7 +294,7 @@ def test_a_dead_run_past_its_attempts_is_abandoned(migrated: Migrated) -> None:
         following = jobs.runner(here).claim(job, SLOT + timedelta(minutes=5))
         assert isinstance(following, Claim) and following.attempt == 1
     finally:
-        jobs.engines.dispose()
+        jobs.close()
 
 
 def test_a_job_does_not_overlap_itself(jobs: Jobs) -> None:
@@ -358,7 +365,7 @@ def test_the_lease_is_renewed_while_a_job_runs(migrated: Migrated) -> None:
             thread.join()
         assert jobs.runs(job)[0].status == "succeeded"
     finally:
-        jobs.engines.dispose()
+        jobs.close()
 
 
 # --- the CLI ----------------------------------------------------------------------------

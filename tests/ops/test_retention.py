@@ -139,6 +139,8 @@ class World:
         self.session = session
         self.past: dict[str, set[int]] = {}
         self.kept: dict[str, set[int]] = {}
+        # other tests' job runs in the shared database (this session rolls back)
+        session.execute(TABLE["job_runs"].delete())
         user = create_user(session)
         self.user_id = user.id
         self.portfolio = create_portfolio(session, account=create_account(session, user=user))

@@ -216,16 +216,22 @@ def _maintain(ctx: JobContext) -> JobResult:
 
 @job("snapshot", setting="schedule_snapshot", transactional=True)
 def _snapshot(ctx: JobContext) -> JobResult:
-    """Record every portfolio's value and refresh its P&L and metrics (tradebase snapshot)."""
+    """Record every portfolio's value and refresh its P&L and metrics (tradebase snapshot),
+    and every strategy's performance."""
     from tradebase.accounts.cli import CLI
     from tradebase.portfolios.models import Portfolio
     from tradebase.portfolios.service import portfolio as portfolio_service
+    from tradebase.strategies.models import Strategy
+    from tradebase.strategies.service import strategy as strategy_service
 
     assert ctx.session is not None
     ids = list(ctx.session.scalars(select(Portfolio.id).order_by(Portfolio.id)))
     for portfolio_id in ids:
         portfolio_service.take_snapshot(ctx.session, CLI, portfolio_id)
-    return {"portfolios": len(ids)}
+    strategies = list(ctx.session.scalars(select(Strategy.id).order_by(Strategy.id)))
+    for strategy_id in strategies:
+        strategy_service.refresh_performance(ctx.session, strategy_id)
+    return {"portfolios": len(ids), "strategies": len(strategies)}
 
 
 @job("settle", setting="schedule_settle", transactional=True)
