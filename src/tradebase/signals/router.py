@@ -1,0 +1,158 @@
+"""HTTP routes: the webhook (key in the path or the body), signals with an API key, the
+inbox's history, the webhook key and the signal settings (kill switch, IP allow-list,
+risk limits)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from tradebase.accounts.schemas import MAX_ID
+from tradebase.config import Settings
+from tradebase.core.auth import Principal
+from tradebase.core.db import Database, unit_of_work
+from tradebase.core.http import SessionDep, client_ip, engines_of, require, settings_of
+from tradebase.signals import payload, schemas
+from tradebase.signals import service as inbox
+from tradebase.signals.errors import SenderNotAllowed, SignalMalformed, WebhookKeyInvalid
+from tradebase.signals.models import SignalStatus
+from tradebase.signals.service import limits_of
+from tradebase.signals.service import signal as signal_service
+
+router = APIRouter(tags=["signals"])
+ReadSignals = Annotated[Principal, Depends(require("read:signals"))]
+WriteSignals = Annotated[Principal, Depends(require("write:signals"))]
+SignalId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": schemas.SignalAnswer, "description": "Executed (or a repeat of one that was)."},
+    202: {"model": schemas.SignalAnswer, "description": "Stored; still being executed."},
+    400: {"description": "The body is not a JSON object (stored as rejected)."},
+    401: {"description": "Unknown webhook key."},
+    403: {"description": "The sender's address is not on the allow-list."},
+    409: {"description": "Trading is paused (stored as rejected)."},
+    422: {"description": "Refused: a bad field, unknown strategy, closed market, risk limit."},
+}
+
+
+@router.post("/webhook", responses=_ANSWERS, response_model=schemas.SignalAnswer)
+@router.post("/webhook/{webhook_key}", responses=_ANSWERS, response_model=schemas.SignalAnswer)
+async def webhook(request: Request, webhook_key: str | None = None) -> JSONResponse:
+    """A TradingView-style signal: the webhook key in the path, or as ``key`` or
+    ``passphrase`` in the body; the body JSON, sent as application/json or text/plain."""
+    raw = await request.body()
+    in_body = webhook_key is None
+    if in_body:
+        try:
+            webhook_key = payload.webhook_key_of(payload.decode(raw))
+        except payload.PayloadError as exc:
+            raise SignalMalformed(f"{exc}; the webhook key goes in the URL or as key") from None
+        if webhook_key is None:
+            raise WebhookKeyInvalid(
+                "no webhook key: POST to /webhook/<key> or send it as key in the body"
+            )
+    assert webhook_key is not None
+    answer = await run_in_threadpool(
+        _webhook, request, webhook_key, raw, webhook_key if in_body else None
+    )
+    return _respond(answer)
+
+
+def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbox.Answer:
+    settings: Settings = settings_of(request)
+    factory = engines_of(request).session_factory(Database.main)
+    ip = client_ip(request)
+    with unit_of_work(factory=factory, write=False) as session:
+        user = signal_service.webhook_user(session, key)
+        if user is None:
+            raise WebhookKeyInvalid("unknown webhook key")
+        allowed = limits_of(user, settings).ip_allowlist
+        user_id = user.id
+    if allowed and ip not in allowed:
+        raise SenderNotAllowed(
+            f"signals from {ip} are not allowed: add the address to your signal settings'"
+            " ip_allowlist",
+            details={"ip": ip},
+        )
+    return inbox.submit(
+        factory,
+        settings,
+        user_id=user_id,
+        raw=raw,
+        content_type=request.headers.get("content-type"),
+        source_ip=ip,
+        source="webhook",
+        redact=redact,
+    )
+
+
+@router.post("/api/v1/signals", responses=_ANSWERS, response_model=schemas.SignalAnswer)
+async def post_signal(request: Request, principal: WriteSignals) -> JSONResponse:
+    """A signal from a program holding an API key; the same body as the webhook's."""
+    raw = await request.body()
+    factory = engines_of(request).session_factory(Database.main)
+    answer = await run_in_threadpool(
+        inbox.submit,
+        factory,
+        settings_of(request),
+        user_id=principal.user_id,
+        raw=raw,
+        content_type=request.headers.get("content-type"),
+        source_ip=client_ip(request),
+        source="api",
+    )
+    return _respond(answer)
+
+
+def _respond(answer: inbox.Answer) -> JSONResponse:
+    answer.raise_refusal()
+    body = schemas.SignalAnswer(
+        signal=schemas.SignalRead.model_validate(answer.signal), duplicate=answer.duplicate
+    )
+    status = 200 if answer.signal.status == SignalStatus.processed else 202
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+@router.get("/api/v1/signals", response_model=list[schemas.SignalRead])
+def list_signals(
+    principal: ReadSignals,
+    session: SessionDep,
+    status: SignalStatus | None = None,
+    after_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[schemas.SignalRead]:
+    """Signals, newest first, with what became of each."""
+    rows = signal_service.list(session, principal, status=status, after_id=after_id, limit=limit)
+    return [schemas.SignalRead.model_validate(s) for s in rows]
+
+
+@router.get("/api/v1/signals/settings", response_model=schemas.SignalSettings)
+def read_settings(principal: ReadSignals, session: SessionDep) -> schemas.SignalSettings:
+    return schemas.SignalSettings(**signal_service.own_settings(session, principal))
+
+
+@router.put("/api/v1/signals/settings", response_model=schemas.SignalSettings)
+def update_settings(
+    body: schemas.SignalSettingsUpdate, principal: WriteSignals, session: SessionDep
+) -> schemas.SignalSettings:
+    """Pause or resume trading from signals (the kill switch), set the IP allow-list and
+    the risk limits; fields left out stay as they are."""
+    changes = body.model_dump(exclude_unset=True)
+    return schemas.SignalSettings(**signal_service.update_settings(session, principal, changes))
+
+
+@router.post("/api/v1/signals/webhook-key", response_model=schemas.WebhookKey)
+def create_webhook_key(principal: WriteSignals, session: SessionDep) -> schemas.WebhookKey:
+    """A new webhook key, shown once; the previous one stops working."""
+    key = signal_service.new_webhook_key(session, principal)
+    return schemas.WebhookKey(webhook_key=key, url_path=f"/webhook/{key}")
+
+
+@router.get("/api/v1/signals/{signal_id}", response_model=schemas.SignalRead)
+def read_signal(
+    signal_id: SignalId, principal: ReadSignals, session: SessionDep
+) -> schemas.SignalRead:
+    return schemas.SignalRead.model_validate(signal_service.get(session, principal, signal_id))

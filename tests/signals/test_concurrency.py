@@ -1,0 +1,55 @@
+"""The same TradingView alert sent 100 times at once: one signal, one order, one fill."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.conftest import LiveServer
+from tests.signals.helpers import make_trader, positions
+
+
+def test_one_alert_sent_100_times_concurrently(live: LiveServer) -> None:
+    trader = make_trader(live)
+    body = (
+        '{"symbol": "NVDA", "action": "buy", "quantity": "5", "order_id": "Long",'
+        ' "position_size": "5", "price": "120"}'
+    )
+    start = threading.Barrier(100)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            start.wait()
+            return http.post(
+                f"/webhook/{trader.webhook_key}",
+                content=body,
+                headers={"Content-Type": "text/plain"},
+            )
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(send, range(100)))
+    assert [a.status_code for a in answers] == [200] * 100, {a.text for a in answers}
+    signals = {a.json()["signal"]["id"] for a in answers}
+    assert len(signals) == 1
+    firsts = [a for a in answers if not a.json()["duplicate"]]
+    assert len(firsts) == 1
+    outcomes = {str(a.json()["signal"]["outcome"]) for a in answers}
+    assert len(outcomes) == 1  # the 99 repeats answer with the first one's outcome
+    [order] = firsts[0].json()["signal"]["outcome"]["orders"]
+    assert (order["side"], order["quantity"], order["status"]) == ("buy", "5", "filled")
+    with live.client() as http:
+        listed = http.get("/api/v1/signals", headers=trader.auth).json()
+        assert [s["id"] for s in listed] == list(signals)
+        orders = http.get(
+            "/api/v1/orders", params={"portfolio_id": trader.portfolio_id}, headers=trader.auth
+        ).json()
+        assert [o["id"] for o in orders] == [order["id"]]
+        trades = http.get(
+            f"/api/v1/portfolios/{trader.portfolio_id}/trades", headers=trader.auth
+        ).json()
+        assert [(t["order_id"], t["quantity"], t["price"]) for t in trades] == [
+            (order["id"], "5", "120")
+        ]
+    assert positions(live, trader) == [("NVDA", "long", "5")]
