@@ -358,9 +358,15 @@ class SignalService:
             if order is not None:
                 self._check_risk(session, order, fields, limits, exchange, product)
                 planned.append(order)
-        placed: list[dict[str, Any]] = []
-        for order in planned:
-            placed.append(self._place(session, principal, signal, order, fields, exchange, product))
+        strategy_id = legs[0].deployment.strategy_id if legs[0].deployment else None
+        placed = [
+            self._place(session, principal, signal, order, fields, exchange, product, strategy_id)
+            for order in planned
+        ]
+        # Only now: the foreign key checks of these would take a shared lock on the account
+        # before the portfolio's lock, and InnoDB would deadlock two signals on it.
+        signal.strategy_id = strategy_id
+        signal.account_id = legs[0].account.id if strategy_id is None else None
         return placed
 
     def _legs(
@@ -375,7 +381,6 @@ class SignalService:
         the deployment's portfolio or the account's first portfolio."""
         if fields.strategy is not None:
             strategy = self._strategy(session, principal, fields.strategy)
-            signal.strategy_id = strategy.id
             strategy.last_signal_at = utc_now()
             deployments = session.scalars(
                 select(StrategyDeployment)
@@ -404,7 +409,6 @@ class SignalService:
                 )
             return legs
         account = self._account(session, principal, fields.account)
-        signal.account_id = account.id
         return [Leg(self._portfolio(session, account, None), account)]
 
     def _strategy(self, session: Session, principal: Principal, name: str) -> Strategy:
@@ -456,7 +460,13 @@ class SignalService:
         )
         if portfolio_id is not None:
             statement = statement.where(Portfolio.id == portfolio_id)
-        portfolio = session.scalars(statement.order_by(Portfolio.id)).first()
+        statement = statement.order_by(Portfolio.id).limit(1)
+        if session.get_bind().dialect.name != "sqlite":
+            # The lock every change of cash or positions takes first (PortfolioService.get):
+            # read unlocked, the cash loaded here would be stale when the order books it,
+            # and the target position could move under a concurrent signal.
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).first()
         if portfolio is None:
             raise AccountUnknown(
                 f"account {account.account_name!r} has no active portfolio: create one",
@@ -591,6 +601,7 @@ class SignalService:
         fields: payload.SignalFields,
         exchange: str,
         product: str,
+        strategy_id: int | None,
     ) -> dict[str, Any]:
         symbol = fields.symbol
         assert symbol is not None
@@ -613,7 +624,7 @@ class SignalService:
                 client_order_id=client_order_id(signal.id, leg.account.id, order.index),
                 tag=(fields.comment or "")[:100] or None,
                 signal_id=signal.id,
-                strategy_id=signal.strategy_id,
+                strategy_id=strategy_id,
             )
         except OrderRejected as exc:
             raise OrderRefused(
@@ -762,6 +773,11 @@ def run(factory: sessionmaker[Session], settings: Settings, signal_id: int) -> N
     """Execute one pending signal in its own transaction; record a crash as failed."""
     try:
         with unit_of_work(factory=factory) as session:
+            if session.get_bind().dialect.name in ("mysql", "mariadb"):
+                # Read committed, as on PostgreSQL: under InnoDB's repeatable read the
+                # reads before the portfolio lock would fix a snapshot in which a position
+                # that a concurrent signal opened meanwhile does not exist yet.
+                session.connection(execution_options={"isolation_level": "READ COMMITTED"})
             signal.execute(session, signal_id, settings)
     except Exception as exc:
         log.exception("signal %s failed", signal_id)
