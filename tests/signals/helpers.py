@@ -53,3 +53,24 @@ def positions(live: LiveServer, trader: Trader) -> list[tuple[str, str, str]]:
             f"/api/v1/portfolios/{trader.portfolio_id}/positions", headers=trader.auth
         ).json()
     return [(p["symbol"], p["direction"], p["quantity"]) for p in rows]
+
+
+def add_account(
+    live: LiveServer, trader: Trader, name: str, cash: str = "100000"
+) -> tuple[int, int]:
+    """Another funded paper account of *trader*: its id and its portfolio's."""
+    with live.client() as http:
+        account = http.post("/api/v1/accounts", json={"account_name": name}, headers=trader.auth)
+        assert account.status_code == 201, account.text
+        portfolio = http.post(
+            "/api/v1/portfolios",
+            json={"account_id": account.json()["id"], "name": name},
+            headers=trader.auth,
+        )
+        assert portfolio.status_code == 201, portfolio.text
+        pid = portfolio.json()["id"]
+        deposit = http.post(
+            f"/api/v1/portfolios/{pid}/deposits", json={"amount": cash}, headers=trader.auth
+        )
+        assert deposit.status_code == 201, deposit.text
+    return account.json()["id"], pid

@@ -103,7 +103,7 @@ def test_every_alias_as_json_and_as_text_plain(live: LiveServer) -> None:
                     **form,
                     "price": "400",
                     "order_id": f"alias-{sent_count}",
-                    "exchange": "PAPER",
+                    "exchange": "paper",
                     "order_type": "market",
                     "product": "nrml",
                     "trade_action": "open",
@@ -264,3 +264,31 @@ def test_an_unknown_key_and_a_foreign_address_are_refused_unstored(live: LiveSer
         assert foreign.status_code == 403
         assert foreign.json()["error"]["details"] == {"ip": "127.0.0.1"}
         assert http.get("/api/v1/signals", headers=trader.auth).json() == []
+
+
+def test_a_repeat_answers_with_the_first_outcome_and_places_nothing(live: LiveServer) -> None:
+    trader = make_trader(live)
+    url = f"/webhook/{trader.webhook_key}"
+    buy = {"ticker": "AMD", "action": "buy", "qty": "2", "price": "150", "order_id": "Long"}
+    with live.client() as http:
+        first = http.post(url, json=buy)
+        again = http.post(url, json={**buy, "price": "151"})  # the same order_id: a repeat
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert again.json()["duplicate"] is True
+        assert again.json()["signal"] == first.json()["signal"]
+        other = http.post(url, json={**buy, "order_id": "Long2"})
+        assert other.status_code == 200 and other.json()["duplicate"] is False
+        bad = {"ticker": "AMD", "action": "buy", "qty": "x", "order_id": "bad"}
+        refused, refused_again = http.post(url, json=bad), http.post(url, json=bad)
+        assert (refused.status_code, refused_again.status_code) == (422, 422)
+        details = refused_again.json()["error"]["details"]
+        assert details["duplicate"] is True
+        assert details["signal_id"] == refused.json()["error"]["details"]["signal_id"]
+        # Without an order_id the body is the key: the same bytes are a repeat.
+        plain = '{"ticker": "AMD", "action": "sell", "qty": "1", "price": "152"}'
+        once = http.post(url, content=plain, headers={"Content-Type": "text/plain"})
+        twice = http.post(url, content=plain, headers={"Content-Type": "text/plain"})
+        assert (once.json()["duplicate"], twice.json()["duplicate"]) == (False, True)
+        signals = http.get("/api/v1/signals", headers=trader.auth).json()
+        assert len(signals) == 4
+    assert positions(live, trader) == [("AMD", "long", "3")]

@@ -147,8 +147,6 @@ def parse(payload: dict[str, Any]) -> SignalFields:
             _text(fields, name, values[name])
     if fields.symbol is not None:
         fields.symbol = fields.symbol.upper()
-    if fields.exchange is not None:
-        fields.exchange = fields.exchange.lower()
     for name in ("quantity", "price", "limit_price", "stop_price", "position_size"):
         if name in values:
             _number(fields, name, values[name], positive=name != "position_size")
