@@ -14,7 +14,14 @@ from tradebase.accounts.schemas import MAX_ID
 from tradebase.config import Settings
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, unit_of_work
-from tradebase.core.http import SessionDep, client_ip, engines_of, require, settings_of
+from tradebase.core.http import (
+    CredentialsSessionDep,
+    SessionDep,
+    client_ip,
+    engines_of,
+    require,
+    settings_of,
+)
 from tradebase.signals import payload, schemas
 from tradebase.signals import service as inbox
 from tradebase.signals.errors import SenderNotAllowed, SignalMalformed, WebhookKeyInvalid
@@ -69,14 +76,29 @@ def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbo
         user = signal_service.webhook_user(session, key)
         if user is None:
             raise WebhookKeyInvalid("unknown webhook key")
-        allowed = limits_of(user, settings).ip_allowlist
+        limits = limits_of(user, settings)
+        if limits.ip_allowlist and ip not in limits.ip_allowlist:
+            raise SenderNotAllowed(
+                f"signals from {ip} are not allowed: add the address to your signal"
+                " settings' ip_allowlist",
+                details={"ip": ip},
+            )
+        if limits.signed:
+            credentials = engines_of(request).session_factory(Database.credentials)
+            with unit_of_work(Database.credentials, factory=credentials) as secrets_session:
+                signal_service.check_signature(
+                    secrets_session,
+                    user,
+                    raw,
+                    timestamp=request.headers.get(inbox.TIMESTAMP_HEADER),
+                    signature=request.headers.get(inbox.SIGNATURE_HEADER),
+                    settings=settings,
+                    ip_address=ip,
+                )
         user_id = user.id
-    if allowed and ip not in allowed:
-        raise SenderNotAllowed(
-            f"signals from {ip} are not allowed: add the address to your signal settings'"
-            " ip_allowlist",
-            details={"ip": ip},
-        )
+    # A signed replay carries its old timestamp: the idempotency window covers the
+    # signature's, so a replay inside it is a repeat and one outside it is refused.
+    window = max(settings.signal_dedup_window_seconds, settings.signal_signature_window_seconds)
     return inbox.submit(
         factory,
         settings,
@@ -86,6 +108,7 @@ def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbo
         source_ip=ip,
         source="webhook",
         redact=redact,
+        window=window if limits.signed else None,
     )
 
 
@@ -149,6 +172,27 @@ def create_webhook_key(principal: WriteSignals, session: SessionDep) -> schemas.
     """A new webhook key, shown once; the previous one stops working."""
     key = signal_service.new_webhook_key(session, principal)
     return schemas.WebhookKey(webhook_key=key, url_path=f"/webhook/{key}")
+
+
+@router.post("/api/v1/signals/signing-secret", response_model=schemas.SigningSecret)
+def create_signing_secret(
+    principal: WriteSignals, session: SessionDep, credentials_session: CredentialsSessionDep
+) -> schemas.SigningSecret:
+    """A new signing secret, shown once: from now on your webhooks must be signed."""
+    secret = signal_service.new_signing_secret(session, credentials_session, principal)
+    return schemas.SigningSecret(
+        signing_secret=secret,
+        timestamp_header=inbox.TIMESTAMP_HEADER,
+        signature_header=inbox.SIGNATURE_HEADER,
+    )
+
+
+@router.delete("/api/v1/signals/signing-secret", status_code=204)
+def delete_signing_secret(
+    principal: WriteSignals, session: SessionDep, credentials_session: CredentialsSessionDep
+) -> None:
+    """Stop requiring signed webhooks; the secret is deleted."""
+    signal_service.drop_signing_secret(session, credentials_session, principal)
 
 
 @router.get("/api/v1/signals/{signal_id}", response_model=schemas.SignalRead)

@@ -59,6 +59,7 @@ class SignalSettings(BaseModel):
     max_order_value: Money | None
     max_position_size: Money | None
     webhook_key_set: bool
+    signed: bool = Field(description="Webhooks must be signed (POST …/signing-secret).")
 
 
 class SignalSettingsUpdate(Strict):
@@ -71,3 +72,11 @@ class SignalSettingsUpdate(Strict):
     )
     max_order_value: Money | None = Field(default=None, gt=0)
     max_position_size: Money | None = Field(default=None, gt=0)
+
+
+class SigningSecret(BaseModel):
+    signing_secret: str = Field(description="Shown once; kept encrypted.")
+    timestamp_header: str = Field(description="Send the Unix time (seconds) in this header.")
+    signature_header: str = Field(
+        description="And in this one sha256=<hex HMAC-SHA256 of '<timestamp>.<raw body>'>."
+    )

@@ -14,11 +14,14 @@ back with it, so nothing is ever half placed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -39,6 +42,8 @@ from tradebase.core.db import unit_of_work
 from tradebase.core.errors import TradebaseError
 from tradebase.core.money import canonical, quantize
 from tradebase.core.time import utc_now
+from tradebase.credentials.models import CredentialKind, CredentialOwner
+from tradebase.credentials.service import credential as credential_service
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import OrderSide, OrderType
 from tradebase.orders.service import order as order_service
@@ -56,6 +61,7 @@ from tradebase.signals.errors import (
     SignalMalformed,
     SignalNotFound,
     SignalRefused,
+    SignatureInvalid,
     StrategyInactive,
     StrategyUnknown,
     TradingPaused,
@@ -100,6 +106,7 @@ class Limits:
     max_order_value: Decimal | None
     max_position_size: Decimal | None
     ip_allowlist: tuple[str, ...]
+    signed: bool  # webhooks must carry an HMAC signature
 
 
 TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -120,7 +127,28 @@ def limits_of(user: User, settings: Settings) -> Limits:
         max_order_value=number("max_order_value", settings.signal_max_order_value),
         max_position_size=number("max_position_size", settings.signal_max_position_size),
         ip_allowlist=tuple(allow),
+        signed=bool(own.get("signed", False)),
     )
+
+
+SIGNATURE_HEADER = "X-Tradebase-Signature"
+TIMESTAMP_HEADER = "X-Tradebase-Timestamp"
+
+
+def sign(secret: str, timestamp: str, raw: bytes) -> str:
+    """The signature of a webhook: ``sha256=`` and the hex HMAC-SHA256, under the secret,
+    of the timestamp, a dot and the raw body."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def _signing(user_id: int) -> dict[str, Any]:
+    return {
+        "owner_type": CredentialOwner.user,
+        "owner_id": user_id,
+        "kind": CredentialKind.webhook_signing_secret,
+        "name": "signals",
+    }
 
 
 def client_order_id(signal_id: int, account_id: int, leg: int) -> str:
@@ -160,6 +188,90 @@ class SignalService:
         self._audit(session, principal, "signals.webhook_key_created", {})
         return key
 
+    def new_signing_secret(
+        self, session: Session, credentials_session: Session, principal: Principal
+    ) -> str:
+        """Give the caller a signing secret (shown once, kept encrypted in the credentials
+        database); from now on their webhooks must be signed with it."""
+        require_writer(principal)
+        secret = secrets.token_hex(32)
+        credential_service.set_secret(
+            credentials_session,
+            user_id=principal.user_id,
+            **_signing(principal.user_id),
+            value=secret,
+            actor=principal.username,
+            actor_user_id=principal.user_id,
+            purpose="signals signing secret",
+            ip_address=principal.ip_address,
+        )
+        self._set_own(session, principal.user_id, {"signed": True})
+        self._audit(session, principal, "signals.signing_enabled", {})
+        return secret
+
+    def drop_signing_secret(
+        self, session: Session, credentials_session: Session, principal: Principal
+    ) -> None:
+        """Stop requiring signed webhooks and forget the secret."""
+        require_writer(principal)
+        credential_service.delete_secret(
+            credentials_session,
+            **_signing(principal.user_id),
+            actor=principal.username,
+            actor_user_id=principal.user_id,
+            purpose="signals signing secret",
+            ip_address=principal.ip_address,
+        )
+        self._set_own(session, principal.user_id, {"signed": False})
+        self._audit(session, principal, "signals.signing_disabled", {})
+
+    def check_signature(
+        self,
+        credentials_session: Session,
+        user: User,
+        raw: bytes,
+        *,
+        timestamp: str | None,
+        signature: str | None,
+        settings: Settings,
+        ip_address: str | None,
+    ) -> None:
+        """Refuse a webhook whose HMAC-SHA256 over ``<timestamp>.<body>`` is missing or
+        wrong, or whose timestamp is outside the replay window."""
+        if not timestamp or not signature:
+            raise SignatureInvalid(
+                f"your webhooks must be signed: send {TIMESTAMP_HEADER} (Unix seconds) and"
+                f" {SIGNATURE_HEADER}: sha256=<HMAC-SHA256 of '<timestamp>.<body>'>"
+            )
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise SignatureInvalid(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+        skew = abs(time.time() - sent_at)
+        if skew > settings.signal_signature_window_seconds:
+            raise SignatureInvalid(
+                f"{TIMESTAMP_HEADER} is {int(skew)} s from the server's clock, more than"
+                f" {settings.signal_signature_window_seconds} s: refused as a replay"
+            )
+        secret = credential_service.read_secret(
+            credentials_session,
+            **_signing(user.id),
+            actor=user.username,
+            actor_user_id=user.id,
+            purpose="verify a signed webhook",
+            ip_address=ip_address,
+        )
+        if not hmac.compare_digest(sign(secret, timestamp, raw), signature.strip()):
+            raise SignatureInvalid(f"{SIGNATURE_HEADER} does not match the body")
+
+    def _set_own(self, session: Session, user_id: int, changes: dict[str, Any]) -> None:
+        user = session.get(User, user_id)
+        assert user is not None
+        own = dict((user.settings or {}).get("signals") or {})
+        own.update(_plain(changes))
+        user.settings = {**(user.settings or {}), "signals": own}  # a new dict: flagged dirty
+        session.flush()
+
     def own_settings(self, session: Session, principal: Principal) -> dict[str, Any]:
         """The caller's signal settings (``users.settings["signals"]``)."""
         user = session.get(User, principal.user_id)
@@ -171,6 +283,7 @@ class SignalService:
             "max_order_value": own.get("max_order_value"),
             "max_position_size": own.get("max_position_size"),
             "webhook_key_set": user.webhook_key_hash is not None,
+            "signed": bool(own.get("signed", False)),
         }
 
     def update_settings(
@@ -179,13 +292,7 @@ class SignalService:
         """Change the caller's signal settings: the kill switch (``paused``), the IP
         allow-list (addresses, or ``tradingview`` for TradingView's), the risk limits."""
         require_writer(principal)
-        user = session.get(User, principal.user_id)
-        assert user is not None
-        own = dict((user.settings or {}).get("signals") or {})
-        for name, value in changes.items():
-            own[name] = _plain(value)
-        user.settings = {**(user.settings or {}), "signals": own}  # a new dict: flagged dirty
-        session.flush()
+        self._set_own(session, principal.user_id, changes)
         action = "signals.settings_changed"
         if "paused" in changes:
             action = "signals.paused" if changes["paused"] else "signals.resumed"
@@ -219,12 +326,15 @@ class SignalService:
         source: str,
         settings: Settings,
         redact: str | None = None,
+        at: datetime | None = None,
+        window: int | None = None,
     ) -> Signal:
         """Store the signal as received (or, when its body is wrong, as rejected with the
         reason). Raise IntegrityError when the same signal is already in the inbox.
 
-        *redact*: a secret in the body (the webhook key) kept out of what is stored."""
-        now = utc_now()
+        *redact*: a secret in the body (the webhook key) kept out of what is stored;
+        *window*: the idempotency window (default ``signal_dedup_window_seconds``)."""
+        now = at or utc_now()
         text = raw.decode("utf-8", errors="replace")
         if redact:
             text = text.replace(redact, "[redacted]")
@@ -252,7 +362,7 @@ class SignalService:
             values.update(_columns(fields))
         sender = fields.order_id if fields is not None else None
         plain, shifted = keys.window_keys(
-            keys.base_key(sender, raw), now, settings.signal_dedup_window_seconds
+            keys.base_key(sender, raw), now, window or settings.signal_dedup_window_seconds
         )
         values.update(order_id=plain, order_id_shifted=shifted, sender_order_id=sender)
         if refusal is not None:
@@ -263,16 +373,14 @@ class SignalService:
         return signal
 
     def first_copy(
-        self, session: Session, *, user_id: int, raw: bytes, settings: Settings, at: Any
+        self, session: Session, *, user_id: int, raw: bytes, at: datetime, window: int
     ) -> Signal | None:
-        """The signal stored first among those with the same keys as *raw* would get."""
+        """The signal stored first among those with the keys *raw* gets at *at*."""
         try:
             sender = payload.parse(payload.decode(raw)).order_id
         except payload.PayloadError:
             sender = None
-        plain, shifted = keys.window_keys(
-            keys.base_key(sender, raw), at, settings.signal_dedup_window_seconds
-        )
+        plain, shifted = keys.window_keys(keys.base_key(sender, raw), at, window)
         return session.scalars(
             select(Signal)
             .where(
@@ -731,10 +839,13 @@ def submit(
     source_ip: str | None,
     source: str,
     redact: str | None = None,
+    window: int | None = None,
 ) -> Answer:
     """Store the signal (its own transaction: once this returns, it is durable), execute it
     (another), and return it; a repeat returns the first copy once that one is finished."""
     stored: Signal | None = None
+    now = utc_now()
+    window = window or settings.signal_dedup_window_seconds
     for attempt in range(5):
         try:
             with unit_of_work(factory=factory) as session:
@@ -747,6 +858,8 @@ def submit(
                     source=source,
                     settings=settings,
                     redact=redact,
+                    at=now,
+                    window=window,
                 )
             break
         except IntegrityError:
@@ -757,9 +870,7 @@ def submit(
             time.sleep(0.01 * (attempt + 1))
     if stored is None:
         with unit_of_work(factory=factory, write=False) as session:
-            first = signal.first_copy(
-                session, user_id=user_id, raw=raw, settings=settings, at=utc_now()
-            )
+            first = signal.first_copy(session, user_id=user_id, raw=raw, at=now, window=window)
         if first is None:  # the copy that won was refused a moment ago: should not happen
             raise SignalFailed("the signal collided with another that cannot be read")
         return Answer(_wait(factory, first.id, settings.signal_wait_seconds), True)
