@@ -15,6 +15,7 @@ from tradebase.ops.cli import app as db_app
 from tradebase.ops.schema_cli import app as schema_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
 from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
+from tradebase.signals.cli import signals_app
 
 app = typer.Typer(
     help=(
@@ -35,6 +36,7 @@ app.command("reconcile")(reconcile_command)
 app.command("snapshot")(snapshot_command)
 app.command("settle")(settle_command)
 app.add_typer(orders_app, name="orders")
+app.add_typer(signals_app, name="signals")
 app.command("positions")(positions_command)
 app.command("portfolio")(portfolio_command)
 

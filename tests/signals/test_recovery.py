@@ -48,3 +48,40 @@ def test_a_stored_signal_is_executed_once_on_recovery(live: LiveServer) -> None:
         placed = session.scalar(select(func.count(Order.id)).where(Order.signal_id == signal_id))
         assert placed == 1
     assert positions(live, trader) == [("SOL", "short", "2")]
+
+
+def test_tradebase_signals_recover(live: LiveServer) -> None:
+    from typer.testing import CliRunner
+
+    from tradebase.cli import app
+    from tradebase.config import get_settings
+
+    trader = make_trader(live)
+    factory = live.engines.session_factory(Database.main)
+    with unit_of_work(factory=factory) as session:
+        stored = signal_service.receive(
+            session,
+            user_id=trader.user_id,
+            raw=b'{"ticker": "ADA", "side": "buy", "qty": "10", "price": "0.5"}',
+            content_type="text/plain",
+            source_ip=None,
+            source="api",
+            settings=live.settings,
+        )
+    env = live.scratch.env()
+    get_settings.cache_clear()
+    try:
+        first = CliRunner().invoke(app, ["signals", "recover"], env=env)
+        assert first.exit_code == 0, first.output
+        assert first.output.strip() == "1 pending signal(s) executed"
+        again = CliRunner().invoke(app, ["signals", "recover"], env=env)
+        assert again.output.strip() == "0 pending signal(s) executed"
+    finally:
+        get_settings.cache_clear()
+        from tradebase.core.db import engines
+
+        engines.dispose()
+    with unit_of_work(factory=factory, write=False) as session:
+        row = session.get(Signal, stored.id)
+        assert row is not None and row.status == "processed"
+    assert positions(live, trader) == [("ADA", "long", "10")]
