@@ -51,8 +51,8 @@ def _recover_signals(engines: Engines, settings: Settings) -> None:
 
     try:
         recover(engines.session_factory(Database.main), settings)
-    except SQLAlchemyError:  # e.g. not migrated yet: /ready says so, serving goes on
-        log.exception("could not recover pending signals")
+    except SQLAlchemyError as exc:  # e.g. not migrated yet: /ready says so, serving goes on
+        log.warning("pending signals not recovered: %s", type(exc).__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -35,7 +35,7 @@ def test_inbox_migration_up_down_up(scratch: Scratch) -> None:
             row = conn.execute(
                 text("SELECT order_id, sender_order_id, order_id_shifted FROM signals")
             ).one()
-            assert tuple(row) == ("Long", "Long", None)
+            assert tuple(row) == ("Long", "Long", "Long")
             indexes = {i["name"]: i for i in inspect(conn).get_indexes("signals")}
             assert indexes["uq_signals_user_order_id_shifted"]["unique"]
         migrate.downgrade(Database.main, "main_0007", settings=settings)

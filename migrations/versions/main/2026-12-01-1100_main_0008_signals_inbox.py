@@ -6,7 +6,8 @@ offset by half a period, under a unique index of its own (see tradebase.signals.
 ``sender_order_id`` what the sender called its order (TradingView's entry name repeats).
 Plain ALTER TABLE and CREATE INDEX, also on SQLite: a batch rebuild there would lose the
 tb_decimal collation of the decimal columns (see main_0007). Existing rows keep their
-order_id, which was the sender's: it is copied into sender_order_id.
+order_id, which was the sender's: it is copied into sender_order_id and, so that no row
+has a NULL key (one NULL per unique index on SQL Server), into order_id_shifted.
 
 Revision ID: main_0008
 Revises: main_0007
@@ -28,6 +29,7 @@ _signals = sa.table(
     "signals",
     sa.column("order_id", sa.String),
     sa.column("sender_order_id", sa.String),
+    sa.column("order_id_shifted", sa.String),
 )
 
 
@@ -38,7 +40,11 @@ def upgrade() -> None:
         "uq_signals_user_order_id_shifted", "signals", ["user_id", "order_id_shifted"], unique=True
     )
     op.create_index("idx_signals_user_sender_order", "signals", ["user_id", "sender_order_id"])
-    op.execute(_signals.update().values(sender_order_id=_signals.c.order_id))
+    op.execute(
+        _signals.update().values(
+            sender_order_id=_signals.c.order_id, order_id_shifted=_signals.c.order_id
+        )
+    )
 
 
 def downgrade() -> None:
