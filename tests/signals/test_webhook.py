@@ -78,8 +78,12 @@ def test_position_size_targets_flat_to_3_to_minus_1_to_0(live: LiveServer) -> No
                 json={"ticker": "ES", "position_size": target, "price": "5000", "order_id": n},
             )
             assert sent.status_code == 200, sent.text
-            [order] = sent.json()["signal"]["outcome"]["orders"]
+            signal = sent.json()["signal"]
+            [order] = signal["outcome"]["orders"]
             assert (order["side"], order["quantity"]) == (side, quantity)
+            assert (signal["position_status"], signal["trade_direction"]) == {
+                "3": ("open", "long"), "-1": ("open", "short"), "0": ("closed", None)
+            }[target]  # fmt: skip
             assert positions(live, trader) == expected
         again = http.post(
             f"/webhook/{trader.webhook_key}",
@@ -263,6 +267,10 @@ def test_an_unknown_key_and_a_foreign_address_are_refused_unstored(live: LiveSer
         )
         assert foreign.status_code == 403
         assert foreign.json()["error"]["details"] == {"ip": "127.0.0.1"}
+        big = http.post(
+            f"/webhook/{trader.webhook_key}", content=b'{"comment": "' + b"x" * 70_000 + b'"}'
+        )
+        assert big.status_code == 413
         assert http.get("/api/v1/signals", headers=trader.auth).json() == []
 
 

@@ -14,6 +14,7 @@ from tradebase.accounts.schemas import MAX_ID
 from tradebase.config import Settings
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, unit_of_work
+from tradebase.core.errors import PayloadTooLarge
 from tradebase.core.http import (
     CredentialsSessionDep,
     SessionDep,
@@ -33,6 +34,16 @@ router = APIRouter(tags=["signals"])
 ReadSignals = Annotated[Principal, Depends(require("read:signals"))]
 WriteSignals = Annotated[Principal, Depends(require("write:signals"))]
 SignalId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# The raw body is kept in a TEXT column, 64 KiB on MariaDB/MySQL; a signal is a few hundred.
+MAX_SIGNAL_BYTES = 65_535
+
+
+async def _body(request: Request) -> bytes:
+    raw = await request.body()
+    if len(raw) > MAX_SIGNAL_BYTES:
+        raise PayloadTooLarge(f"a signal's body must be at most {MAX_SIGNAL_BYTES} bytes")
+    return raw
+
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": schemas.SignalAnswer, "description": "Executed (or a repeat of one that was)."},
@@ -50,7 +61,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 async def webhook(request: Request, webhook_key: str | None = None) -> JSONResponse:
     """A TradingView-style signal: the webhook key in the path, or as ``key`` or
     ``passphrase`` in the body; the body JSON, sent as application/json or text/plain."""
-    raw = await request.body()
+    raw = await _body(request)
     in_body = webhook_key is None
     if in_body:
         try:
@@ -115,7 +126,7 @@ def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbo
 @router.post("/api/v1/signals", responses=_ANSWERS, response_model=schemas.SignalAnswer)
 async def post_signal(request: Request, principal: WriteSignals) -> JSONResponse:
     """A signal from a program holding an API key; the same body as the webhook's."""
-    raw = await request.body()
+    raw = await _body(request)
     factory = engines_of(request).session_factory(Database.main)
     answer = await run_in_threadpool(
         inbox.submit,

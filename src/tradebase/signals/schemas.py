@@ -31,6 +31,8 @@ class SignalRead(BaseModel):
     stop_price: Money | None
     position_size: Money | None
     trade_action: str | None
+    position_status: str | None = Field(description="open or closed once the orders filled.")
+    trade_direction: str | None = Field(description="long or short once the orders filled.")
     hedging_enabled: bool
     deal_id: str | None
     comment: str | None

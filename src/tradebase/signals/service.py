@@ -97,6 +97,11 @@ class PlannedOrder:
     quantity: Decimal
     current: Decimal  # the net position before (long positive)
 
+    @property
+    def after(self) -> Decimal:
+        """The net position once the order has filled."""
+        return self.current + (self.quantity if self.side == OrderSide.buy else -self.quantity)
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -475,6 +480,10 @@ class SignalService:
         # before the portfolio's lock, and InnoDB would deadlock two signals on it.
         signal.strategy_id = strategy_id
         signal.account_id = legs[0].account.id if strategy_id is None else None
+        if planned:  # seed 000's position_status and trade_direction: the first leg after it
+            after = planned[0].after
+            signal.position_status = "open" if after else "closed"
+            signal.trade_direction = pnl.LONG if after > 0 else pnl.SHORT if after < 0 else None
         return placed
 
     def _legs(
@@ -639,8 +648,7 @@ class SignalService:
         position beyond the deployment's max_positions, or exposure beyond its capital."""
         symbol = fields.symbol
         assert symbol is not None
-        signed = order.quantity if order.side == OrderSide.buy else -order.quantity
-        after = order.current + signed
+        after = order.after
         grows = abs(after) > abs(order.current)
         leg = order.leg
         if limits.max_position_size is not None and grows and abs(after) > limits.max_position_size:
