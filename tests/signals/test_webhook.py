@@ -300,3 +300,35 @@ def test_a_repeat_answers_with_the_first_outcome_and_places_nothing(live: LiveSe
         signals = http.get("/api/v1/signals", headers=trader.auth).json()
         assert len(signals) == 4
     assert positions(live, trader) == [("AMD", "long", "3")]
+
+
+def test_passphrase_in_the_body_and_resting_order_types(live: LiveServer) -> None:
+    trader = make_trader(live)
+    with live.client() as http:
+        limit = http.post(
+            "/webhook",
+            json={"passphrase": trader.webhook_key, "ticker": "TSLA", "side": "buy", "qty": 1,
+                  "order_type": "limit", "limit_price": "200.5", "price": "210"},
+        )  # fmt: skip
+        assert limit.status_code == 200, limit.text
+        signal = limit.json()["signal"]
+        assert trader.webhook_key not in signal["raw_payload"]
+        assert '"passphrase":"[redacted]"' in signal["raw_payload"]
+        assert signal["content_type"] == "application/json"
+        [order] = signal["outcome"]["orders"]
+        assert order["status"] == "open"  # resting until a bar reaches 200.5
+        stop = http.post(
+            "/webhook",
+            content=json.dumps({"key": trader.webhook_key, "ticker": "TSLA", "side": "sell",
+                                "qty": 1, "order_type": "stop", "stop_price": "150"}),
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+        )  # fmt: skip
+        assert stop.status_code == 200, stop.text
+        assert stop.json()["signal"]["order_type"] == "stop_loss"
+        orders = http.get(
+            "/api/v1/orders", params={"portfolio_id": trader.portfolio_id}, headers=trader.auth
+        ).json()
+        assert [(o["order_type"], o["status"], o["price"], o["trigger_price"]) for o in orders] == [
+            ("stop_loss", "open", None, "150"),
+            ("limit", "open", "200.5", None),
+        ]

@@ -40,6 +40,8 @@ class SignalRead(BaseModel):
     account_id: int | None
     outcome: dict[str, Any] | None = Field(description="The orders placed, or why none was.")
     source_ip: str | None
+    content_type: str | None
+    raw_payload: str | None = Field(description="The body as received (a key in it blanked).")
     timestamp: datetime | None
     received_at: datetime
     processed_at: datetime | None
