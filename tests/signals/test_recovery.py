@@ -3,6 +3,7 @@ the server starts again, and a second recovery places nothing."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import LiveServer
@@ -85,3 +86,30 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
         row = session.get(Signal, stored.id)
         assert row is not None and row.status == "processed"
     assert positions(live, trader) == [("ADA", "long", "10")]
+
+
+def test_a_crash_while_executing_is_kept_as_failed(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tradebase.orders.service import order as order_service
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the broker adapter fell over")
+
+    trader = make_trader(live)
+    monkeypatch.setattr(order_service, "place", broken)  # a fault injected, not a stand-in
+    with live.client() as http:
+        sent = http.post(
+            f"/webhook/{trader.webhook_key}",
+            json={"ticker": "DOT", "side": "buy", "qty": 1, "price": 5, "order_id": "f"},
+        )
+        assert sent.status_code == 500
+        error = sent.json()["error"]
+        assert error["code"] == "signal_failed"
+        assert error["message"] == "executing the signal failed; the server log has the details"
+        stored = http.get(
+            f"/api/v1/signals/{error['details']['signal_id']}", headers=trader.auth
+        ).json()
+    assert stored["status"] == "failed"
+    assert stored["error"] == "RuntimeError: the broker adapter fell over"
+    assert recover(live.engines.session_factory(Database.main), live.settings) == 0

@@ -824,8 +824,11 @@ class Answer:
         if row.status not in (SignalStatus.rejected, SignalStatus.failed):
             return
         outcome = row.outcome or {}
+        message = row.error or "the signal was refused"
+        if row.status == SignalStatus.failed:  # a bug or an outage: the details are logged
+            message = "executing the signal failed; the server log has the details"
         raise stored_refusal(
-            row.error or "the signal was refused",
+            message,
             status_code=int(outcome.get("status_code", 422)),
             code=str(outcome.get("code", "signal_rejected")),
             details={
