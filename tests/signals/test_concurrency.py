@@ -60,3 +60,25 @@ def test_one_alert_sent_100_times_concurrently(live: LiveServer) -> None:
             (order["id"], "5", "120")
         ]
     assert positions(live, trader) == [("NVDA", "long", "5")]
+
+
+def test_concurrent_targets_move_the_position_once(live: LiveServer) -> None:
+    """Ten different signals at once, each asking for a position of 5: the first buys 5,
+    the others find the target reached (the portfolio lock orders them)."""
+    trader = make_trader(live)
+    start = threading.Barrier(10)
+
+    def send(n: int) -> httpx.Response:
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            start.wait()
+            return http.post(
+                f"/webhook/{trader.webhook_key}",
+                json={"ticker": "AVAX", "position_size": "5", "price": "30", "order_id": f"t{n}"},
+            )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(send, range(10)))
+    assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
+    orders = [o for a in answers for o in a.json()["signal"]["outcome"]["orders"]]
+    assert [(o["side"], o["quantity"]) for o in orders] == [("buy", "5")]
+    assert positions(live, trader) == [("AVAX", "long", "5")]
