@@ -332,3 +332,39 @@ def test_passphrase_in_the_body_and_resting_order_types(live: LiveServer) -> Non
             ("stop_loss", "open", None, "150"),
             ("limit", "open", "200.5", None),
         ]
+
+
+def test_hedging_opens_beside_and_closes_one_side(live: LiveServer) -> None:
+    trader = make_trader(live)
+    with live.client() as http:
+        account = http.post(
+            "/api/v1/accounts", json={"account_name": "hedge acct"}, headers=trader.auth
+        )
+        assert account.status_code == 201, account.text
+        book = http.post(
+            "/api/v1/portfolios",
+            json={"account_id": account.json()["id"], "name": "hedged", "position_mode": "hedging"},
+            headers=trader.auth,
+        )
+        assert book.status_code == 201, book.text
+        pid = book.json()["id"]
+        funded = http.post(
+            f"/api/v1/portfolios/{pid}/deposits", json={"amount": "10000"}, headers=trader.auth
+        )
+        assert funded.status_code == 201
+        hedged = {"ticker": "GLD", "hedging_enabled": True, "price": "100", "account": "hedge acct"}
+        steps = [
+            ({"side": "buy", "qty": "2"}, ("buy", "2")),
+            ({"side": "sell", "qty": "1"}, ("sell", "1")),  # a short beside the long
+            ({"side": "sell", "trade_action": "close"}, ("sell", "2")),  # closes the long
+        ]
+        for n, (extra, expected) in enumerate(steps):
+            sent = http.post(
+                f"/webhook/{trader.webhook_key}", json={**hedged, **extra, "order_id": f"h{n}"}
+            )
+            assert sent.status_code == 200, sent.text
+            [order] = sent.json()["signal"]["outcome"]["orders"]
+            assert order["portfolio_id"] == pid
+            assert (order["side"], order["quantity"]) == expected
+        rows = http.get(f"/api/v1/portfolios/{pid}/positions", headers=trader.auth).json()
+        assert [(p["direction"], p["quantity"]) for p in rows] == [("short", "1")]

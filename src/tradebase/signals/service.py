@@ -96,6 +96,7 @@ class PlannedOrder:
     side: str
     quantity: Decimal
     current: Decimal  # the net position before (long positive)
+    reduce_only: bool = False  # a hedging close: only the opposite position shrinks
 
     @property
     def after(self) -> Decimal:
@@ -617,6 +618,8 @@ class SignalService:
         symbol = fields.symbol
         assert symbol is not None
         current = self._net(session, leg.portfolio, symbol, exchange, product)
+        if fields.hedging_enabled and fields.trade_action == TradeAction.close:
+            return self._hedged_close(session, leg, index, fields, exchange, product, current)
         target = fields.position_size
         if target is None and fields.trade_action == TradeAction.close:
             target = ZERO
@@ -634,6 +637,37 @@ class SignalService:
         return PlannedOrder(
             leg, index, fields.direction, quantize(fields.quantity * leg.multiplier), current
         )
+
+    def _hedged_close(
+        self,
+        session: Session,
+        leg: Leg,
+        index: int,
+        fields: payload.SignalFields,
+        exchange: str,
+        product: str,
+        current: Decimal,
+    ) -> PlannedOrder | None:
+        """Close (part of) one side of a hedged book: a reduce-only sell closes the long, a
+        buy the short; the whole side unless a quantity is given; None when it is flat."""
+        if fields.direction is None:
+            raise SignalInvalid(
+                "direction: a hedging close names the side to trade (sell closes the long,"
+                " buy the short)",
+                details={"field": "direction"},
+            )
+        symbol = fields.symbol
+        assert symbol is not None
+        held = portfolio_service.open_quantity(
+            session, leg.portfolio.id, symbol=symbol, exchange=exchange, product=product,
+            direction=pnl.LONG if fields.direction == OrderSide.sell else pnl.SHORT,
+        )  # fmt: skip
+        quantity = held
+        if fields.quantity is not None:
+            quantity = min(held, quantize(fields.quantity * leg.multiplier))
+        if quantity == 0:
+            return None
+        return PlannedOrder(leg, index, fields.direction, quantity, current, reduce_only=True)
 
     def _check_risk(
         self,
@@ -741,6 +775,7 @@ class SignalService:
                 tag=(fields.comment or "")[:100] or None,
                 signal_id=signal.id,
                 strategy_id=strategy_id,
+                reduce_only=order.reduce_only,
             )
         except OrderRejected as exc:
             raise OrderRefused(
