@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from tradebase.marketdata.router import router as prices_router
     from tradebase.orders.router import router as orders_router
     from tradebase.portfolios.router import router as portfolios_router
+    from tradebase.signals.router import redact_access_log
     from tradebase.signals.router import router as signals_router
 
     app.include_router(accounts_router)
@@ -158,4 +159,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(calendars_router)
     app.include_router(audit_router)
     app.include_router(signals_router)
+    redact_access_log()
     return app

@@ -101,3 +101,16 @@ def test_without_an_order_id_the_body_is_the_key() -> None:
     assert keys.base_key(None, b"{}") == keys.base_key(None, b"{}")
     assert keys.base_key(None, b"{}") != keys.base_key(None, b"{ }")
     assert keys.base_key("Long", b"{}") == keys.base_key("Long", b"{ }")
+
+
+def test_access_log_lines_do_not_show_the_webhook_key() -> None:
+    import logging
+
+    from tradebase.signals.router import WebhookKeyFilter
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", "/webhook/whk_secret123?x=1", "1.1", 200), None,
+    )  # fmt: skip
+    assert WebhookKeyFilter().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "POST /webhook/[redacted]?x=1 HTTP/1.1" 200'

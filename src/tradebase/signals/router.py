@@ -4,6 +4,8 @@ risk limits)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -38,6 +40,29 @@ SignalId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_SIGNAL_BYTES = 65_535
 
 
+class WebhookKeyFilter(logging.Filter):
+    """Blank the webhook key in access-log lines (``POST /webhook/<key>``): the key in the
+    path is a password that TradingView makes us take there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(
+                _WEBHOOK_PATH.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args
+            )
+        return True
+
+
+_WEBHOOK_PATH = re.compile(r"^(/webhook/)[^/?]+")
+
+
+def redact_access_log() -> None:
+    """Install `WebhookKeyFilter` on uvicorn's access log (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, WebhookKeyFilter) for f in access.filters):
+        access.addFilter(WebhookKeyFilter())
+
+
 async def _body(request: Request) -> bytes:
     raw = await request.body()
     if len(raw) > MAX_SIGNAL_BYTES:
@@ -56,27 +81,25 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/webhook", responses=_ANSWERS, response_model=schemas.SignalAnswer)
 @router.post("/webhook/{webhook_key}", responses=_ANSWERS, response_model=schemas.SignalAnswer)
-async def webhook(request: Request, webhook_key: str | None = None) -> JSONResponse:
-    """A TradingView-style signal: the webhook key in the path, or as ``key`` or
-    ``passphrase`` in the body; the body JSON, sent as application/json or text/plain."""
+async def webhook(webhook_key: str, request: Request) -> JSONResponse:
+    """A TradingView-style signal, the webhook key in the path; the body JSON, sent as
+    application/json or text/plain."""
     raw = await _body(request)
-    in_body = webhook_key is None
-    if in_body:
-        try:
-            webhook_key = payload.webhook_key_of(payload.decode(raw))
-        except payload.PayloadError as exc:
-            raise SignalMalformed(f"{exc}; the webhook key goes in the URL or as key") from None
-        if webhook_key is None:
-            raise WebhookKeyInvalid(
-                "no webhook key: POST to /webhook/<key> or send it as key in the body"
-            )
-    assert webhook_key is not None
-    answer = await run_in_threadpool(
-        _webhook, request, webhook_key, raw, webhook_key if in_body else None
-    )
-    return _respond(answer)
+    return _respond(await run_in_threadpool(_webhook, request, webhook_key, raw, None))
+
+
+@router.post("/webhook", responses=_ANSWERS, response_model=schemas.SignalAnswer)
+async def webhook_key_in_body(request: Request) -> JSONResponse:
+    """A signal with the webhook key as ``key`` or ``passphrase`` in its JSON body."""
+    raw = await _body(request)
+    try:
+        key = payload.webhook_key_of(payload.decode(raw))
+    except payload.PayloadError as exc:
+        raise SignalMalformed(f"{exc}; the webhook key goes in the URL or as key") from None
+    if key is None:
+        raise WebhookKeyInvalid("no webhook key: POST to /webhook/<key> or send it as key")
+    return _respond(await run_in_threadpool(_webhook, request, key, raw, key))
 
 
 def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbox.Answer:
