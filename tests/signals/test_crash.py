@@ -34,13 +34,14 @@ def _env(scratch: Scratch, data: Path) -> dict[str, str]:
 
 
 def _serve(env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tradebase", "serve", "--port", str(port), "--log-level", "error"],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=(cwd / "serve.log").open("ab"),
-    )
+    with (cwd / "serve.log").open("ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "tradebase", "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
