@@ -280,9 +280,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", help="a scratch PostgreSQL database URL")
+    parser.add_argument("--no-sqlite", action="store_true", help="Only the PostgreSQL part.")
     args = parser.parse_args()
     print(f"compression: {backup_ops.compression_method()}; {datetime.now(UTC):%Y-%m-%d}")
-    sqlite_bench(args.rows, args.rounds)
+    if not args.no_sqlite:
+        sqlite_bench(args.rows, args.rounds)
     if args.postgres:
         postgres_bench(args.postgres, args.rows, args.rounds)
 

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradebase import __version__
@@ -43,6 +45,16 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _recover_signals(engines: Engines, settings: Settings) -> None:
+    """Execute the signals a previous process stored but did not finish, before serving."""
+    from tradebase.signals.service import recover
+
+    try:
+        recover(engines.session_factory(Database.main), settings)
+    except SQLAlchemyError as exc:  # e.g. not migrated yet: /ready says so, serving goes on
+        log.warning("pending signals not recovered: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; *settings* default to the environment's."""
     settings = settings or get_settings()
@@ -50,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_recover_signals, engines, settings)
         yield
         engines.dispose()
 
@@ -136,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from tradebase.marketdata.router import router as prices_router
     from tradebase.orders.router import router as orders_router
     from tradebase.portfolios.router import router as portfolios_router
+    from tradebase.signals.router import redact_access_log
+    from tradebase.signals.router import router as signals_router
     from tradebase.strategies.router import router as strategies_router
 
     app.include_router(accounts_router)
@@ -145,4 +160,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(calendars_router)
     app.include_router(strategies_router)
     app.include_router(audit_router)
+    app.include_router(signals_router)
+    redact_access_log()
     return app

@@ -16,6 +16,7 @@ from tradebase.ops.jobs_cli import jobs_app, worker_command
 from tradebase.ops.schema_cli import app as schema_app
 from tradebase.orders.cli import orders_app, portfolio_command, positions_command
 from tradebase.portfolios.cli import reconcile_command, settle_command, snapshot_command
+from tradebase.signals.cli import signals_app
 from tradebase.strategies.cli import strategies_app
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command("reconcile")(reconcile_command)
 app.command("snapshot")(snapshot_command)
 app.command("settle")(settle_command)
 app.add_typer(orders_app, name="orders")
+app.add_typer(signals_app, name="signals")
 app.command("positions")(positions_command)
 app.command("portfolio")(portfolio_command)
 app.command("worker")(worker_command)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -184,6 +185,45 @@ class Settings(BaseSettings):
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=1_048_576, description="Largest request body accepted; larger ones get 413."
+    )
+
+    signal_dedup_window_seconds: Annotated[int, Field(ge=1, le=604_800)] = Field(
+        default=60,
+        description=(
+            "Signals: the same order_id (or, without one, the same body) from the same user"
+            " within this many seconds is one signal; copies more than twice this apart are"
+            " new signals (TradingView's order ids repeat with every trade)."
+        ),
+    )
+    signal_wait_seconds: Annotated[float, Field(ge=0, le=30)] = Field(
+        default=2.0,
+        description=(
+            "How long a repeated signal waits for the first copy's outcome before it answers"
+            " 202 with the signal still received (TradingView gives up after 3 seconds)."
+        ),
+    )
+    signal_max_order_value: Decimal | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Risk check: the largest value (quantity x price) of an order a signal may place;"
+            " a user's own signal settings can set a lower or higher one. Default: no limit."
+        ),
+    )
+    signal_max_position_size: Decimal | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Risk check: the largest position (absolute quantity of a symbol) a signal may"
+            " leave in a portfolio; a user's signal settings can override it. Default: none."
+        ),
+    )
+    signal_signature_window_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=300,
+        description=(
+            "Signed webhooks: how far the X-Tradebase-Timestamp of a signed signal may be"
+            " from the server's clock; older or later ones are refused as replays."
+        ),
     )
 
     # Retention (tradebase db prune): how long each table keeps its rows. Seed 002's table,

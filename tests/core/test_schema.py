@@ -25,7 +25,8 @@ EXPECTED: dict[str, str] = {
     "portfolios": f"id user_id account_id name base_currency total_value_usd cash_balance_usd"
     f" total_pnl total_pnl_percent daily_pnl sharpe_ratio max_drawdown win_rate is_paper"
     f" is_active allow_margin position_mode periods_per_year {TS}",
-    "signals": f"id user_id strategy_id account_id order_id source symbol exchange direction"
+    "signals": f"id user_id strategy_id account_id order_id order_id_shifted sender_order_id"
+    f" source symbol exchange direction"
     f" quantity price order_type limit_price stop_price product status error position_status"
     f" trade_action trade_direction position_size hedging_enabled deal_id comment signal_data"
     f" raw_payload content_type source_ip outcome timestamp received_at processed_at {TS}",

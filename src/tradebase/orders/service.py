@@ -120,6 +120,7 @@ class OrderService:
         tag: str | None = None,
         signal_id: int | None = None,
         strategy_id: int | None = None,
+        deployment_id: int | None = None,
         participation: Decimal | None = None,
         slices: int | None = None,
         duration_seconds: int | None = None,
@@ -162,6 +163,7 @@ class OrderService:
                 tag=tag,
                 signal_id=signal_id,
                 strategy_id=strategy_id,
+                deployment_id=deployment_id,
                 algo_params=_options(participation=participation, reduce_only=reduce_only),
             )
         if order_type in ALGO_TYPES:
@@ -190,6 +192,7 @@ class OrderService:
                 tag=tag,
                 signal_id=signal_id,
                 strategy_id=strategy_id,
+                deployment_id=deployment_id,
                 algo_params=params,
             )
         if order_type != OrderType.market:
@@ -240,6 +243,7 @@ class OrderService:
             "tag": tag,
             "signal_id": signal_id,
             "strategy_id": strategy_id,
+            "deployment_id": deployment_id,
             "algo_params": _options(reduce_only=reduce_only),
         }
         now = utc_now()
@@ -647,6 +651,7 @@ class OrderService:
             "filled_at": at,
             "signal_id": parent.signal_id,
             "strategy_id": parent.strategy_id,
+            "deployment_id": parent.deployment_id,
             "tag": f"{parent.order_type} child {index + 1}",
         }
         child_id = session.connection().execute(_INSERT_ORDER.statement, child_values).scalar()

@@ -49,8 +49,11 @@ class Signal(Timestamps, Base):
     account_id: Mapped[int | None] = mapped_column(
         ForeignKey("trading_accounts.id", ondelete="SET NULL")
     )
-    # The idempotency key: the sender's order_id (scoped to the user) or a hash of the body.
+    # The idempotency key, scoped to the user and a time window (tradebase.signals.keys):
+    # on one grid of windows here, on the grid offset by half a period in order_id_shifted.
     order_id: Mapped[str] = mapped_column(String(200))
+    order_id_shifted: Mapped[str | None] = mapped_column(String(200))
+    sender_order_id: Mapped[str | None] = mapped_column(String(200))  # as the sender sent it
     source: Mapped[str] = mapped_column(String(10), default=SignalSource.webhook)
     symbol: Mapped[str | None] = mapped_column(String(50))
     exchange: Mapped[str | None] = mapped_column(String(50))
@@ -83,6 +86,8 @@ class Signal(Timestamps, Base):
 
     __table_args__ = (
         UniqueConstraint("user_id", "order_id", name="uq_signals_user_order_id"),
+        Index("uq_signals_user_order_id_shifted", "user_id", "order_id_shifted", unique=True),
+        Index("idx_signals_user_sender_order", "user_id", "sender_order_id"),
         Index("idx_signals_order_id", "order_id"),
         Index("idx_signals_timestamp", "received_at"),
         Index("idx_signals_symbol", "symbol"),

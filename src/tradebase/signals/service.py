@@ -1,0 +1,998 @@
+"""The signal inbox: every signal is stored first (raw body, sender's address, status
+received) in a transaction of its own, and only then executed, in another:
+
+    received -> processed | rejected | failed
+
+Execution claims the signal (compare-and-set on its status, inside the transaction that
+places its orders), so a signal is executed once however many processes try: the inline
+path after the insert, or `SignalService.recover` after a crash. Its orders carry the
+deterministic client_order_id ``signal-<signal>-<account>-<leg>``, so no retry can place a
+second one. A refusal (bad field, unknown strategy, closed market, paused user, breached
+risk limit, refused order) is kept as a rejected signal with the reason; its orders roll
+back with it, so nothing is ever half placed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tradebase.accounts.models import User
+from tradebase.accounts.security import sha256_hex
+from tradebase.accounts.service import require_writer
+from tradebase.audit.service import audit as audit_service
+from tradebase.brokers.errors import NoPrice
+from tradebase.brokers.paper import PaperBroker
+from tradebase.calendars.service import is_open
+from tradebase.config import Settings
+from tradebase.core.auth import Principal, scoped
+from tradebase.core.db import unit_of_work
+from tradebase.core.errors import TradebaseError
+from tradebase.core.money import canonical, quantize
+from tradebase.core.time import utc_now
+from tradebase.credentials.models import CredentialKind, CredentialOwner
+from tradebase.credentials.service import credential as credential_service
+from tradebase.orders.errors import OrderRejected
+from tradebase.orders.models import OrderSide, OrderType
+from tradebase.orders.service import order as order_service
+from tradebase.portfolios import pnl
+from tradebase.portfolios.models import Portfolio, Position, PositionStatus, Product, TradingAccount
+from tradebase.portfolios.service import portfolio as portfolio_service
+from tradebase.signals import keys, payload
+from tradebase.signals.errors import (
+    AccountUnknown,
+    MarketClosed,
+    OrderRefused,
+    RiskLimitBreached,
+    SignalFailed,
+    SignalInvalid,
+    SignalMalformed,
+    SignalNotFound,
+    SignalRefused,
+    SignatureInvalid,
+    StrategyInactive,
+    StrategyUnknown,
+    TradingPaused,
+    stored_refusal,
+)
+from tradebase.signals.models import Signal, SignalStatus, TradeAction
+from tradebase.strategies.models import DeploymentStatus, Strategy, StrategyDeployment
+from tradebase.strategies.service import strategy as strategy_service
+
+log = logging.getLogger("tradebase.signals")
+
+FINAL = frozenset({SignalStatus.processed, SignalStatus.rejected, SignalStatus.failed})
+PENDING = (SignalStatus.received, SignalStatus.processing)
+DEFAULT_EXCHANGE = "paper"
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Where one order of a signal goes: a portfolio, and the deployment that put it there
+    (a signal addressed to a strategy has one leg per active deployment)."""
+
+    portfolio: Portfolio
+    account: TradingAccount
+    deployment: StrategyDeployment | None = None
+    multiplier: Decimal = Decimal(1)
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    leg: Leg
+    index: int
+    side: str
+    quantity: Decimal
+    current: Decimal  # the net position before (long positive)
+    reduce_only: bool = False  # a hedging close: only the opposite position shrinks
+
+    @property
+    def after(self) -> Decimal:
+        """The net position once the order has filled."""
+        return self.current + (self.quantity if self.side == OrderSide.buy else -self.quantity)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A user's signal settings (``users.settings["signals"]``) over the server's."""
+
+    paused: bool
+    max_order_value: Decimal | None
+    max_position_size: Decimal | None
+    ip_allowlist: tuple[str, ...]
+    signed: bool  # webhooks must carry an HMAC signature
+
+
+TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
+
+
+def limits_of(user: User, settings: Settings) -> Limits:
+    own = dict((user.settings or {}).get("signals") or {})
+
+    def number(name: str, default: Decimal | None) -> Decimal | None:
+        value = own.get(name)
+        return Decimal(str(value)) if value not in (None, "") else default
+
+    allow: list[str] = []
+    for entry in own.get("ip_allowlist") or []:
+        allow.extend(TRADINGVIEW_IPS if entry == "tradingview" else [str(entry)])
+    return Limits(
+        paused=bool(own.get("paused", False)),
+        max_order_value=number("max_order_value", settings.signal_max_order_value),
+        max_position_size=number("max_position_size", settings.signal_max_position_size),
+        ip_allowlist=tuple(allow),
+        signed=bool(own.get("signed", False)),
+    )
+
+
+SIGNATURE_HEADER = "X-Tradebase-Signature"
+TIMESTAMP_HEADER = "X-Tradebase-Timestamp"
+
+
+def sign(secret: str, timestamp: str, raw: bytes) -> str:
+    """The signature of a webhook: ``sha256=`` and the hex HMAC-SHA256, under the secret,
+    of the timestamp, a dot and the raw body."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def _signing(user_id: int) -> dict[str, Any]:
+    return {
+        "owner_type": CredentialOwner.user,
+        "owner_id": user_id,
+        "kind": CredentialKind.webhook_signing_secret,
+        "name": "signals",
+    }
+
+
+def client_order_id(signal_id: int, account_id: int, leg: int) -> str:
+    """The client_order_id of a signal's order: the same on every retry of the signal."""
+    return f"signal-{signal_id}-{account_id}-{leg}"
+
+
+def _plain(value: Any) -> Any:
+    """A parsed payload made storable as JSON: exact numbers as text."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class SignalService:
+    # --- who sends -------------------------------------------------------------------
+
+    def webhook_user(self, session: Session, webhook_key: str) -> User | None:
+        """The active user whose webhook key this is (only its hash is stored)."""
+        user = session.scalars(
+            select(User).where(User.webhook_key_hash == sha256_hex(webhook_key))
+        ).first()
+        return user if user is not None and user.is_active else None
+
+    def new_webhook_key(self, session: Session, principal: Principal) -> str:
+        """Give the caller a new webhook key (shown once; the old one stops working)."""
+        require_writer(principal)
+        user = session.get(User, principal.user_id)
+        assert user is not None
+        key = "whk_" + secrets.token_urlsafe(24)
+        user.webhook_key_hash = sha256_hex(key)
+        session.flush()
+        self._audit(session, principal, "signals.webhook_key_created", {})
+        return key
+
+    def new_signing_secret(
+        self, session: Session, credentials_session: Session, principal: Principal
+    ) -> str:
+        """Give the caller a signing secret (shown once, kept encrypted in the credentials
+        database); from now on their webhooks must be signed with it."""
+        require_writer(principal)
+        secret = secrets.token_hex(32)
+        credential_service.set_secret(
+            credentials_session,
+            user_id=principal.user_id,
+            **_signing(principal.user_id),
+            value=secret,
+            actor=principal.username,
+            actor_user_id=principal.user_id,
+            purpose="signals signing secret",
+            ip_address=principal.ip_address,
+        )
+        self._set_own(session, principal.user_id, {"signed": True})
+        self._audit(session, principal, "signals.signing_enabled", {})
+        return secret
+
+    def drop_signing_secret(
+        self, session: Session, credentials_session: Session, principal: Principal
+    ) -> None:
+        """Stop requiring signed webhooks and forget the secret."""
+        require_writer(principal)
+        credential_service.delete_secret(
+            credentials_session,
+            **_signing(principal.user_id),
+            actor=principal.username,
+            actor_user_id=principal.user_id,
+            purpose="signals signing secret",
+            ip_address=principal.ip_address,
+        )
+        self._set_own(session, principal.user_id, {"signed": False})
+        self._audit(session, principal, "signals.signing_disabled", {})
+
+    def check_signature(
+        self,
+        credentials_session: Session,
+        user: User,
+        raw: bytes,
+        *,
+        timestamp: str | None,
+        signature: str | None,
+        settings: Settings,
+        ip_address: str | None,
+    ) -> None:
+        """Refuse a webhook whose HMAC-SHA256 over ``<timestamp>.<body>`` is missing or
+        wrong, or whose timestamp is outside the replay window."""
+        if not timestamp or not signature:
+            raise SignatureInvalid(
+                f"your webhooks must be signed: send {TIMESTAMP_HEADER} (Unix seconds) and"
+                f" {SIGNATURE_HEADER}: sha256=<HMAC-SHA256 of '<timestamp>.<body>'>"
+            )
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise SignatureInvalid(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+        skew = abs(time.time() - sent_at)
+        if skew > settings.signal_signature_window_seconds:
+            raise SignatureInvalid(
+                f"{TIMESTAMP_HEADER} is {int(skew)} s from the server's clock, more than"
+                f" {settings.signal_signature_window_seconds} s: refused as a replay"
+            )
+        secret = credential_service.read_secret(
+            credentials_session,
+            **_signing(user.id),
+            actor=user.username,
+            actor_user_id=user.id,
+            purpose="verify a signed webhook",
+            ip_address=ip_address,
+        )
+        if not hmac.compare_digest(sign(secret, timestamp, raw), signature.strip()):
+            raise SignatureInvalid(f"{SIGNATURE_HEADER} does not match the body")
+
+    def _set_own(self, session: Session, user_id: int, changes: dict[str, Any]) -> None:
+        user = session.get(User, user_id)
+        assert user is not None
+        own = dict((user.settings or {}).get("signals") or {})
+        own.update(_plain(changes))
+        user.settings = {**(user.settings or {}), "signals": own}  # a new dict: flagged dirty
+        session.flush()
+
+    def own_settings(self, session: Session, principal: Principal) -> dict[str, Any]:
+        """The caller's signal settings (``users.settings["signals"]``)."""
+        user = session.get(User, principal.user_id)
+        assert user is not None
+        own = dict((user.settings or {}).get("signals") or {})
+        return {
+            "paused": bool(own.get("paused", False)),
+            "ip_allowlist": list(own.get("ip_allowlist") or []),
+            "max_order_value": own.get("max_order_value"),
+            "max_position_size": own.get("max_position_size"),
+            "webhook_key_set": user.webhook_key_hash is not None,
+            "signed": bool(own.get("signed", False)),
+        }
+
+    def update_settings(
+        self, session: Session, principal: Principal, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change the caller's signal settings: the kill switch (``paused``), the IP
+        allow-list (addresses, or ``tradingview`` for TradingView's), the risk limits."""
+        require_writer(principal)
+        self._set_own(session, principal.user_id, changes)
+        action = "signals.settings_changed"
+        if "paused" in changes:
+            action = "signals.paused" if changes["paused"] else "signals.resumed"
+        self._audit(session, principal, action, _plain(changes))
+        return self.own_settings(session, principal)
+
+    def _audit(
+        self, session: Session, principal: Principal, action: str, details: dict[str, Any]
+    ) -> None:
+        audit_service.record(
+            session,
+            action=action,
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="user",
+            resource_id=principal.user_id,
+            ip_address=principal.ip_address,
+            details=details,
+        )
+
+    # --- the inbox --------------------------------------------------------------------
+
+    def receive(
+        self,
+        session: Session,
+        *,
+        user_id: int,
+        raw: bytes,
+        content_type: str | None,
+        source_ip: str | None,
+        source: str,
+        settings: Settings,
+        redact: str | None = None,
+        at: datetime | None = None,
+        window: int | None = None,
+    ) -> Signal:
+        """Store the signal as received (or, when its body is wrong, as rejected with the
+        reason). Raise IntegrityError when the same signal is already in the inbox.
+
+        *redact*: a secret in the body (the webhook key) kept out of what is stored;
+        *window*: the idempotency window (default ``signal_dedup_window_seconds``)."""
+        now = at or utc_now()
+        text = raw.decode("utf-8", errors="replace")
+        if redact:
+            text = text.replace(redact, "[redacted]")
+        values: dict[str, Any] = {
+            "user_id": user_id,
+            "source": source,
+            "raw_payload": text,
+            "content_type": (content_type or "")[:100] or None,
+            "source_ip": source_ip,
+            "received_at": now,
+            "status": SignalStatus.received,
+        }
+        refusal: TradebaseError | None = None
+        fields: payload.SignalFields | None = None
+        try:
+            body = payload.decode(raw)
+        except payload.PayloadError as exc:
+            refusal = SignalMalformed(str(exc))
+        else:
+            body = {k: v for k, v in body.items() if k.lower() not in payload.KEY_FIELDS}
+            values["signal_data"] = _plain(body)
+            fields = payload.parse(body)
+            if fields.error is not None:
+                refusal = SignalInvalid(fields.error, details={"field": fields.error_field or ""})
+            values.update(_columns(fields))
+        sender = fields.order_id if fields is not None else None
+        plain, shifted = keys.window_keys(
+            keys.base_key(sender, raw), now, window or settings.signal_dedup_window_seconds
+        )
+        values.update(order_id=plain, order_id_shifted=shifted, sender_order_id=sender)
+        if refusal is not None:
+            values.update(_rejection(refusal, now))
+        signal = Signal(**values)
+        session.add(signal)
+        session.flush()
+        return signal
+
+    def first_copy(
+        self, session: Session, *, user_id: int, raw: bytes, at: datetime, window: int
+    ) -> Signal | None:
+        """The signal stored first among those with the keys *raw* gets at *at*."""
+        try:
+            sender = payload.parse(payload.decode(raw)).order_id
+        except payload.PayloadError:
+            sender = None
+        plain, shifted = keys.window_keys(keys.base_key(sender, raw), at, window)
+        return session.scalars(
+            select(Signal)
+            .where(
+                Signal.user_id == user_id,
+                or_(Signal.order_id == plain, Signal.order_id_shifted == shifted),
+            )
+            .order_by(Signal.id)
+            .limit(1)
+        ).first()
+
+    # --- execution --------------------------------------------------------------------
+
+    def execute(self, session: Session, signal_id: int, settings: Settings) -> Signal | None:
+        """Execute a received signal: claim it, check it, place its orders, and record the
+        outcome, all in the caller's transaction. None when another process has it."""
+        claimed = session.execute(
+            update(Signal)
+            .where(Signal.id == signal_id, Signal.status.in_(PENDING))
+            .values(status=SignalStatus.processing, updated_at=utc_now())
+            .execution_options(synchronize_session=False)
+        )
+        if not cast(CursorResult[Any], claimed).rowcount:
+            return None
+        signal = session.get(Signal, signal_id, populate_existing=True)
+        assert signal is not None
+        user = session.get(User, signal.user_id)
+        assert user is not None
+        principal = Principal(
+            user_id=user.id, username=user.username, role=user.role, via="python",
+            ip_address=signal.source_ip,
+        )  # fmt: skip
+        fields = payload.parse(payload.decode((signal.raw_payload or "").encode()))
+        now = utc_now()
+        try:
+            with session.begin_nested():
+                orders = self._run(session, principal, user, signal, fields, settings)
+        except SignalRefused as refusal:
+            for name, value in _rejection(refusal, now).items():
+                setattr(signal, name, value)
+        else:
+            signal.status = SignalStatus.processed
+            signal.error = None
+            signal.outcome = {"orders": orders}
+            signal.processed_at = now
+        session.flush()
+        return signal
+
+    def _run(
+        self,
+        session: Session,
+        principal: Principal,
+        user: User,
+        signal: Signal,
+        fields: payload.SignalFields,
+        settings: Settings,
+    ) -> list[dict[str, Any]]:
+        limits = limits_of(user, settings)
+        if limits.paused:
+            raise TradingPaused(
+                f"trading is paused for {user.username}: resume it to execute signals",
+                details={"user": user.username},
+            )
+        if not user.is_active:
+            raise TradingPaused(f"user {user.username} is deactivated")
+        if principal.read_only:
+            raise SignalInvalid("a viewer cannot trade", details={"role": user.role})
+        if fields.trade_action == TradeAction.modify:
+            raise SignalInvalid(
+                "trade_action: modify is not supported yet; send open or close",
+                details={"field": "trade_action"},
+            )
+        exchange = fields.exchange or DEFAULT_EXCHANGE
+        symbol = fields.symbol
+        assert symbol is not None  # parse() refuses a signal without one
+        legs = self._legs(session, principal, signal, fields)
+        market = is_open(session, exchange, utc_now())
+        if not market.open:
+            raise MarketClosed(market.reason, details={"exchange": exchange})
+        product = fields.product or Product.NRML
+        planned: list[PlannedOrder] = []
+        for index, leg in enumerate(legs):
+            order = self._plan(session, leg, index, fields, exchange, product)
+            if order is not None:
+                self._check_risk(session, order, fields, limits, exchange, product)
+                planned.append(order)
+        strategy_id = legs[0].deployment.strategy_id if legs[0].deployment else None
+        placed = [
+            self._place(session, principal, signal, order, fields, exchange, product, strategy_id)
+            for order in planned
+        ]
+        # Only now: the foreign key checks of these would take a shared lock on the account
+        # before the portfolio's lock, and InnoDB would deadlock two signals on it.
+        signal.strategy_id = strategy_id
+        signal.account_id = legs[0].account.id if strategy_id is None else None
+        if strategy_id is not None and placed:  # its performance follows its fills
+            strategy_service.refresh_performance(session, strategy_id)
+        if planned:  # seed 000's position_status and trade_direction: the first leg after it
+            after = planned[0].after
+            signal.position_status = "open" if after else "closed"
+            signal.trade_direction = pnl.LONG if after > 0 else pnl.SHORT if after < 0 else None
+        return placed
+
+    def _legs(
+        self,
+        session: Session,
+        principal: Principal,
+        signal: Signal,
+        fields: payload.SignalFields,
+    ) -> list[Leg]:
+        """Where the signal's orders go: each active deployment of its strategy, else the
+        account it names, else the user's primary (or first) active account; each through
+        the deployment's portfolio or the account's first portfolio."""
+        if fields.strategy is not None:
+            strategy = self._strategy(session, principal, fields.strategy)
+            strategy.last_signal_at = utc_now()
+            deployments = session.scalars(
+                select(StrategyDeployment)
+                .where(
+                    StrategyDeployment.strategy_id == strategy.id,
+                    StrategyDeployment.status == DeploymentStatus.active,
+                )
+                .order_by(StrategyDeployment.id)
+            ).all()
+            if not deployments:
+                raise StrategyInactive(
+                    f"strategy: {strategy.name!r} has no active deployment",
+                    details={"strategy_id": strategy.id},
+                )
+            legs = []
+            for deployment in deployments:
+                account = session.get(TradingAccount, deployment.account_id)
+                assert account is not None
+                legs.append(
+                    Leg(
+                        self._portfolio(session, account, deployment.portfolio_id),
+                        account,
+                        deployment,
+                        deployment.multiplier,
+                    )
+                )
+            return legs
+        account = self._account(session, principal, fields.account)
+        return [Leg(self._portfolio(session, account, None), account)]
+
+    def _strategy(self, session: Session, principal: Principal, name: str) -> Strategy:
+        statement = scoped(select(Strategy), Strategy.user_id, principal).where(
+            Strategy.user_id == principal.user_id
+        )
+        condition = Strategy.name == name
+        if name.isdigit():
+            condition = or_(condition, Strategy.id == int(name))
+        strategy = session.scalars(statement.where(condition).order_by(Strategy.id)).first()
+        if strategy is None:
+            raise StrategyUnknown(
+                f"strategy: you have no strategy {name!r}", details={"field": "strategy"}
+            )
+        if not strategy.is_active:
+            raise StrategyInactive(
+                f"strategy: {strategy.name!r} is inactive", details={"strategy_id": strategy.id}
+            )
+        return strategy
+
+    def _account(self, session: Session, principal: Principal, name: str | None) -> TradingAccount:
+        statement = select(TradingAccount).where(
+            TradingAccount.user_id == principal.user_id, TradingAccount.is_active.is_(True)
+        )
+        if name is not None:
+            condition = TradingAccount.account_name == name
+            if name.isdigit():
+                condition = or_(condition, TradingAccount.id == int(name))
+            statement = statement.where(condition)
+        account = session.scalars(
+            statement.order_by(
+                TradingAccount.is_primary.desc(), TradingAccount.priority, TradingAccount.id
+            )
+        ).first()
+        if account is None:
+            if name is not None:
+                raise AccountUnknown(
+                    f"account: you have no active trading account {name!r}",
+                    details={"field": "account"},
+                )
+            raise AccountUnknown("you have no active trading account: create one first")
+        return account
+
+    def _portfolio(
+        self, session: Session, account: TradingAccount, portfolio_id: int | None
+    ) -> Portfolio:
+        statement = select(Portfolio).where(
+            Portfolio.account_id == account.id, Portfolio.is_active.is_(True)
+        )
+        if portfolio_id is not None:
+            statement = statement.where(Portfolio.id == portfolio_id)
+        statement = statement.order_by(Portfolio.id).limit(1)
+        if session.get_bind().dialect.name != "sqlite":
+            # The lock every change of cash or positions takes first (PortfolioService.get):
+            # read unlocked, the cash loaded here would be stale when the order books it,
+            # and the target position could move under a concurrent signal.
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).first()
+        if portfolio is None:
+            raise AccountUnknown(
+                f"account {account.account_name!r} has no active portfolio: create one",
+                details={"account_id": account.id},
+            )
+        return portfolio
+
+    def _net(
+        self, session: Session, portfolio: Portfolio, symbol: str, exchange: str, product: str
+    ) -> Decimal:
+        def held(direction: str) -> Decimal:
+            return portfolio_service.open_quantity(
+                session, portfolio.id, symbol=symbol, exchange=exchange, product=product,
+                direction=direction,
+            )  # fmt: skip
+
+        return held(pnl.LONG) - held(pnl.SHORT)
+
+    def _plan(
+        self,
+        session: Session,
+        leg: Leg,
+        index: int,
+        fields: payload.SignalFields,
+        exchange: str,
+        product: str,
+    ) -> PlannedOrder | None:
+        """The order of one leg: the difference to the target position (``position_size``,
+        or 0 for a close) unless hedging, else the signal's direction and quantity; None
+        when the leg is at its target already."""
+        symbol = fields.symbol
+        assert symbol is not None
+        current = self._net(session, leg.portfolio, symbol, exchange, product)
+        if fields.hedging_enabled and fields.trade_action == TradeAction.close:
+            return self._hedged_close(session, leg, index, fields, exchange, product, current)
+        target = fields.position_size
+        if target is None and fields.trade_action == TradeAction.close:
+            target = ZERO
+        if target is not None and not fields.hedging_enabled:
+            change = quantize(target * leg.multiplier) - current
+            if change == 0:
+                return None
+            side = OrderSide.buy if change > 0 else OrderSide.sell
+            return PlannedOrder(leg, index, side, abs(change), current)
+        if fields.direction is None or fields.quantity is None:
+            raise SignalInvalid(
+                "with hedging_enabled a signal opens its own position: send direction and quantity",
+                details={"field": "quantity"},
+            )
+        return PlannedOrder(
+            leg, index, fields.direction, quantize(fields.quantity * leg.multiplier), current
+        )
+
+    def _hedged_close(
+        self,
+        session: Session,
+        leg: Leg,
+        index: int,
+        fields: payload.SignalFields,
+        exchange: str,
+        product: str,
+        current: Decimal,
+    ) -> PlannedOrder | None:
+        """Close (part of) one side of a hedged book: a reduce-only sell closes the long, a
+        buy the short; the whole side unless a quantity is given; None when it is flat."""
+        if fields.direction is None:
+            raise SignalInvalid(
+                "direction: a hedging close names the side to trade (sell closes the long,"
+                " buy the short)",
+                details={"field": "direction"},
+            )
+        symbol = fields.symbol
+        assert symbol is not None
+        held = portfolio_service.open_quantity(
+            session, leg.portfolio.id, symbol=symbol, exchange=exchange, product=product,
+            direction=pnl.LONG if fields.direction == OrderSide.sell else pnl.SHORT,
+        )  # fmt: skip
+        quantity = held
+        if fields.quantity is not None:
+            quantity = min(held, quantize(fields.quantity * leg.multiplier))
+        if quantity == 0:
+            return None
+        return PlannedOrder(leg, index, fields.direction, quantity, current, reduce_only=True)
+
+    def _check_risk(
+        self,
+        session: Session,
+        order: PlannedOrder,
+        fields: payload.SignalFields,
+        limits: Limits,
+        exchange: str,
+        product: str,
+    ) -> None:
+        """Refuse an order over the value limit, a position over the size limit, a new
+        position beyond the deployment's max_positions, or exposure beyond its capital."""
+        symbol = fields.symbol
+        assert symbol is not None
+        after = order.after
+        grows = abs(after) > abs(order.current)
+        leg = order.leg
+        if limits.max_position_size is not None and grows and abs(after) > limits.max_position_size:
+            raise RiskLimitBreached(
+                f"max position size: {symbol} would be {canonical(after)}, over the limit of"
+                f" {canonical(limits.max_position_size)}",
+                details={"limit": "max_position_size", "position": str(canonical(after))},
+            )
+        deployment = leg.deployment
+        if deployment is not None and order.current == 0 and after != 0:
+            held = session.scalar(
+                select(func.count(Position.id)).where(
+                    Position.portfolio_id == leg.portfolio.id,
+                    Position.status == PositionStatus.open,
+                )
+            )
+            if (held or 0) >= deployment.max_positions:
+                raise RiskLimitBreached(
+                    f"max open positions: the deployment holds {held} of at most"
+                    f" {deployment.max_positions}",
+                    details={"limit": "max_positions", "open": held},
+                )
+        capital = deployment.capital_allocated if deployment is not None else None
+        if limits.max_order_value is None and (capital is None or not grows):
+            return
+        value = order.quantity * self._reference(session, leg, fields, exchange)
+        if limits.max_order_value is not None and value > limits.max_order_value:
+            raise RiskLimitBreached(
+                f"max order value: {canonical(order.quantity)} {symbol} is worth"
+                f" {canonical(value)}, over the limit of {canonical(limits.max_order_value)}",
+                details={"limit": "max_order_value", "value": str(canonical(value))},
+            )
+        if capital is not None and grows:
+            used = session.scalar(
+                select(func.coalesce(func.sum(Position.cost_basis), 0)).where(
+                    Position.portfolio_id == leg.portfolio.id,
+                    Position.status == PositionStatus.open,
+                )
+            )
+            total = Decimal(str(used or 0)) + value
+            if total > capital:
+                raise RiskLimitBreached(
+                    f"capital allocated: positions of {canonical(total)} would exceed the"
+                    f" deployment's {canonical(capital)}",
+                    details={"limit": "capital_allocated", "exposure": str(canonical(total))},
+                )
+
+    def _reference(
+        self, session: Session, leg: Leg, fields: payload.SignalFields, exchange: str
+    ) -> Decimal:
+        hint = fields.limit_price or fields.price
+        broker = PaperBroker(session, fee_rate=leg.account.fee_rate, slippage_bps=ZERO)
+        symbol = fields.symbol
+        assert symbol is not None
+        try:
+            return broker.reference_price(symbol, exchange, hint)
+        except NoPrice as exc:
+            raise OrderRefused(exc.message, details=exc.details) from None
+
+    def _place(
+        self,
+        session: Session,
+        principal: Principal,
+        signal: Signal,
+        order: PlannedOrder,
+        fields: payload.SignalFields,
+        exchange: str,
+        product: str,
+        strategy_id: int | None,
+    ) -> dict[str, Any]:
+        symbol = fields.symbol
+        assert symbol is not None
+        kind = fields.order_type or OrderType.market
+        limit = fields.limit_price or fields.price
+        leg = order.leg
+        try:
+            placed = order_service.place(
+                session,
+                principal,
+                portfolio_id=leg.portfolio.id,
+                symbol=symbol,
+                side=order.side,
+                quantity=order.quantity,
+                order_type=kind,
+                exchange=exchange,
+                price=fields.price if kind == OrderType.market else limit,
+                trigger_price=fields.stop_price,
+                product=product,
+                client_order_id=client_order_id(signal.id, leg.account.id, order.index),
+                tag=(fields.comment or "")[:100] or None,
+                signal_id=signal.id,
+                strategy_id=strategy_id,
+                deployment_id=leg.deployment.id if leg.deployment is not None else None,
+                reduce_only=order.reduce_only,
+            )
+        except OrderRejected as exc:
+            raise OrderRefused(
+                exc.message,
+                details={"account_id": leg.account.id, "cause": exc.details.get("cause")},
+            ) from None
+        return {
+            "id": placed.id,
+            "client_order_id": placed.client_order_id,
+            "account_id": leg.account.id,
+            "portfolio_id": leg.portfolio.id,
+            "side": placed.side,
+            "quantity": str(canonical(placed.quantity)),
+            "status": placed.status,
+            "average_fill_price": None
+            if placed.average_fill_price is None
+            else str(canonical(placed.average_fill_price)),
+        }
+
+    def mark_failed(self, session: Session, signal_id: int, error: str) -> None:
+        """Record that executing the signal broke (a bug or an outage), if still pending."""
+        session.execute(
+            update(Signal)
+            .where(Signal.id == signal_id, Signal.status.in_(PENDING))
+            .values(
+                status=SignalStatus.failed,
+                error=error[:2000],
+                processed_at=utc_now(),
+                outcome={"code": SignalFailed.code, "status_code": 500},
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def get(self, session: Session, principal: Principal, signal_id: int) -> Signal:
+        signal = session.scalars(
+            scoped(select(Signal), Signal.user_id, principal).where(Signal.id == signal_id)
+        ).first()
+        if signal is None:
+            raise SignalNotFound(f"no signal {signal_id}")
+        return signal
+
+    def list(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> Sequence[Signal]:
+        """Signals newest first; ``after_id`` continues from a previous page."""
+        statement = scoped(select(Signal), Signal.user_id, principal)
+        if status is not None:
+            statement = statement.where(Signal.status == status)
+        if after_id is not None:
+            statement = statement.where(Signal.id < after_id)
+        return session.scalars(statement.order_by(Signal.id.desc()).limit(limit)).all()
+
+    def pending_ids(self, session: Session) -> Sequence[int]:
+        """Signals stored but not finished, oldest first."""
+        statement = select(Signal.id).where(Signal.status.in_(PENDING)).order_by(Signal.id)
+        return session.scalars(statement).all()
+
+
+signal = SignalService()
+
+
+# --- the inbox's transactions ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    signal: Signal
+    duplicate: bool
+
+    def raise_refusal(self) -> None:
+        """Raise what a rejected or failed signal answers with (stored with it)."""
+        row = self.signal
+        if row.status not in (SignalStatus.rejected, SignalStatus.failed):
+            return
+        outcome = row.outcome or {}
+        message = row.error or "the signal was refused"
+        if row.status == SignalStatus.failed:  # a bug or an outage: the details are logged
+            message = "executing the signal failed; the server log has the details"
+        raise stored_refusal(
+            message,
+            status_code=int(outcome.get("status_code", 422)),
+            code=str(outcome.get("code", "signal_rejected")),
+            details={
+                **(outcome.get("details") or {}),
+                "signal_id": row.id,
+                "status": row.status,
+                "duplicate": self.duplicate,
+            },
+        )
+
+
+def submit(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    user_id: int,
+    raw: bytes,
+    content_type: str | None,
+    source_ip: str | None,
+    source: str,
+    redact: str | None = None,
+    window: int | None = None,
+) -> Answer:
+    """Store the signal (its own transaction: once this returns, it is durable), execute it
+    (another), and return it; a repeat returns the first copy once that one is finished."""
+    stored: Signal | None = None
+    now = utc_now()
+    window = window or settings.signal_dedup_window_seconds
+    for attempt in range(5):
+        try:
+            with unit_of_work(factory=factory) as session:
+                stored = signal.receive(
+                    session,
+                    user_id=user_id,
+                    raw=raw,
+                    content_type=content_type,
+                    source_ip=source_ip,
+                    source=source,
+                    settings=settings,
+                    redact=redact,
+                    at=now,
+                    window=window,
+                )
+            break
+        except IntegrityError:
+            break  # the same signal is in the inbox already
+        except OperationalError as exc:  # a deadlock among concurrent copies (MariaDB)
+            if attempt == 4 or not _deadlock(exc):
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    if stored is None:
+        with unit_of_work(factory=factory, write=False) as session:
+            first = signal.first_copy(session, user_id=user_id, raw=raw, at=now, window=window)
+        if first is None:  # the copy that won was refused a moment ago: should not happen
+            raise SignalFailed("the signal collided with another that cannot be read")
+        return Answer(_wait(factory, first.id, settings.signal_wait_seconds), True)
+    if stored.status == SignalStatus.received:
+        run(factory, settings, stored.id)
+        return Answer(_wait(factory, stored.id, settings.signal_wait_seconds), False)
+    return Answer(stored, False)
+
+
+def run(factory: sessionmaker[Session], settings: Settings, signal_id: int) -> None:
+    """Execute one pending signal in its own transaction; record a crash as failed."""
+    try:
+        with unit_of_work(factory=factory) as session:
+            if session.get_bind().dialect.name in ("mysql", "mariadb"):
+                # Read committed, as on PostgreSQL: under InnoDB's repeatable read the
+                # reads before the portfolio lock would fix a snapshot in which a position
+                # that a concurrent signal opened meanwhile does not exist yet.
+                session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+            signal.execute(session, signal_id, settings)
+    except Exception as exc:
+        log.exception("signal %s failed", signal_id)
+        with unit_of_work(factory=factory) as session:
+            signal.mark_failed(session, signal_id, f"{type(exc).__name__}: {exc}")
+
+
+def recover(factory: sessionmaker[Session], settings: Settings) -> int:
+    """Execute every signal left received or processing (a process died between storing
+    and finishing it); return how many were pending. Safe to run in several processes."""
+    with unit_of_work(factory=factory, write=False) as session:
+        pending = signal.pending_ids(session)
+    for signal_id in pending:
+        run(factory, settings, signal_id)
+    if pending:
+        log.info("recovered %d pending signal(s)", len(pending))
+    return len(pending)
+
+
+def _wait(factory: sessionmaker[Session], signal_id: int, seconds: float) -> Signal:
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        with unit_of_work(factory=factory, write=False) as session:
+            row = session.get(Signal, signal_id)
+            assert row is not None
+        if row.status in FINAL or time.monotonic() >= deadline:
+            return row
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _deadlock(exc: OperationalError) -> bool:
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return code in (1213, 1205)
+
+
+def _columns(fields: payload.SignalFields) -> dict[str, Any]:
+    names = (
+        "symbol", "exchange", "direction", "quantity", "price", "order_type", "limit_price",
+        "stop_price", "product", "trade_action", "position_size", "hedging_enabled", "deal_id",
+        "comment", "timestamp",
+    )  # fmt: skip
+    return {name: getattr(fields, name) for name in names}
+
+
+def _rejection(refusal: TradebaseError, at: Any) -> dict[str, Any]:
+    return {
+        "status": SignalStatus.rejected,
+        "error": refusal.message,
+        "processed_at": at,
+        "outcome": {
+            "code": refusal.error_code,
+            "status_code": refusal.status_code,
+            "details": _plain(refusal.details),
+        },
+    }
