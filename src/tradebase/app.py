@@ -46,11 +46,14 @@ def _error(
 
 
 def _recover_signals(engines: Engines, settings: Settings) -> None:
-    """Execute the signals a previous process stored but did not finish, before serving."""
+    """Execute the signals a previous process stored but did not finish, and place the
+    mirrored legs it left pending, before serving."""
+    from tradebase.mirroring.service import resume
     from tradebase.signals.service import recover
 
     try:
         recover(engines.session_factory(Database.main), settings)
+        resume(engines.session_factory(Database.main))
     except SQLAlchemyError as exc:  # e.g. not migrated yet: /ready says so, serving goes on
         log.warning("pending signals not recovered: %s", type(exc).__name__)
 
@@ -147,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from tradebase.audit.router import router as audit_router
     from tradebase.calendars.router import router as calendars_router
     from tradebase.marketdata.router import router as prices_router
+    from tradebase.mirroring.router import router as mirroring_router
     from tradebase.orders.router import router as orders_router
     from tradebase.portfolios.router import router as portfolios_router
     from tradebase.signals.router import redact_access_log
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prices_router)
     app.include_router(calendars_router)
     app.include_router(strategies_router)
+    app.include_router(mirroring_router)
     app.include_router(audit_router)
     app.include_router(signals_router)
     redact_access_log()

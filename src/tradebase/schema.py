@@ -15,6 +15,7 @@ from tradebase.credentials import models as _credentials  # noqa: F401
 from tradebase.llm import models as _llm  # noqa: F401
 from tradebase.marketdata import models as _marketdata  # noqa: F401
 from tradebase.metrics import models as _metrics  # noqa: F401
+from tradebase.mirroring import models as _mirroring  # noqa: F401
 from tradebase.ops import models as _ops  # noqa: F401
 from tradebase.orders import models as _orders  # noqa: F401
 from tradebase.portfolios import models as _portfolios  # noqa: F401

@@ -43,6 +43,9 @@ def routes(live: LiveServer) -> list[tuple[str, str]]:
 def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
     """An account, a portfolio and an order (plus its key) owned by a user: their ids."""
     from tradebase.accounts.models import User
+    from tradebase.mirroring.models import MirrorOrder
+    from tradebase.signals.models import Signal
+    from tradebase.strategies.models import Strategy, StrategyDeployment
 
     with unit_of_work(factory=live.engines.session_factory(Database.main)) as session:
         user = session.get(User, person_id)
@@ -50,11 +53,34 @@ def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
         account = create_account(session, user=user)
         portfolio = create_portfolio(session, account=account)
         order = create_order(session, portfolio=portfolio, quantity=Decimal("2"))
+        strategy = Strategy(user_id=person_id, name="theirs")
+        session.add(strategy)
+        session.flush()
+        deployment = StrategyDeployment(
+            strategy_id=strategy.id, account_id=account.id, portfolio_id=portfolio.id
+        )
+        signal = Signal(user_id=person_id, order_id=f"k-{person_id}", order_id_shifted="s")
+        mirrored = MirrorOrder(
+            user_id=person_id,
+            symbol="ACME",
+            exchange="paper",
+            side="buy",
+            quantity=Decimal(1),
+            order_type="market",
+            product="NRML",
+            rule="equal",
+        )
+        session.add_all([deployment, signal, mirrored])
+        session.flush()
         return {
             "account_id": account.id,
             "portfolio_id": portfolio.id,
             "order_id": order.id,
             "user_id": person_id,
+            "strategy_id": strategy.id,
+            "deployment_id": deployment.id,
+            "signal_id": signal.id,
+            "mirror_id": mirrored.id,
         }
 
 
@@ -65,6 +91,9 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/portfolios/{portfolio_id}/withdrawals"): {"amount": "1"},
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "viewer"},
     ("PATCH", "/api/v1/orders/{order_id}"): {"price": "1"},
+    ("PATCH", "/api/v1/strategies/{strategy_id}"): {"is_active": True},
+    ("POST", "/api/v1/strategies/{strategy_id}/deployments"): {"account_id": 1},
+    ("PATCH", "/api/v1/strategies/{strategy_id}/deployments/{deployment_id}"): {"status": "paused"},
 }
 
 

@@ -21,7 +21,8 @@ EXPECTED: dict[str, str] = {
     "api_keys": f"id user_id key_prefix key_hash name description scopes rate_limit_per_minute"
     f" is_active expires_at last_used_at total_requests {TS}",
     "trading_accounts": f"id user_id account_name broker host_url websocket_url is_primary"
-    f" is_active is_paper priority last_connected connection_status fee_rate slippage_bps {TS}",
+    f" is_active is_paper priority mirror_multiplier last_connected connection_status fee_rate"
+    f" slippage_bps {TS}",
     "portfolios": f"id user_id account_id name base_currency total_value_usd cash_balance_usd"
     f" total_pnl total_pnl_percent daily_pnl sharpe_ratio max_drawdown win_rate is_paper"
     f" is_active allow_margin position_mode periods_per_year {TS}",
@@ -93,6 +94,10 @@ EXPECTED: dict[str, str] = {
     "audit_checkpoint": "id last_id last_hash entries updated_at",
     # trading engine (issue 4)
     "cash_movements": "id portfolio_id user_id kind amount balance_after trade_id note created_at",
+    # mirroring (issue 5)
+    "mirror_orders": "id user_id client_order_id symbol exchange side quantity order_type price"
+    f" trigger_price product rule status legs_placed legs_rejected completed_at {TS}",
+    "mirror_legs": f"id mirror_id leg account_id portfolio_id quantity status order_id error {TS}",
     # the worker (issue 7)
     "job_runs": "id job slot_at kind status attempt host pid started_at lease_until finished_at"
     " result error",

@@ -482,6 +482,24 @@ def _main(session: Session, settings: Any) -> None:
             }
         ],
     )
+    # A mirrored order with one placed leg (the buy) and one refused.
+    from tradebase.mirroring.models import MirrorLeg, MirrorOrder
+
+    mirrored = MirrorOrder(
+        user_id=dana.id, client_order_id="mirror ✓", symbol="ACME", exchange="paper",
+        side="buy", quantity=WIDE, order_type="limit", price=TINY, product="NRML",
+        rule="custom", status="partial", legs_placed=1, legs_rejected=1, completed_at=MOMENT,
+    )  # fmt: skip
+    session.add(mirrored)
+    session.flush()
+    session.add_all([
+        MirrorLeg(mirror_id=mirrored.id, leg=0, account_id=account.id,
+                  portfolio_id=portfolio.id, quantity=WIDE, status="placed", order_id=buy.id),
+        MirrorLeg(mirror_id=mirrored.id, leg=1, account_id=backup.id,
+                  portfolio_id=portfolio.id, quantity=TINY, status="rejected",
+                  error="not enough cash: ünïcødé"),
+    ])  # fmt: skip
+    session.flush()
     # A scheduled job's run (tradebase worker), with a JSON result.
     session.execute(
         insert(main_metadata.tables["job_runs"]),

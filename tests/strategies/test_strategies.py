@@ -212,7 +212,7 @@ def test_performance_follows_the_fills(session: Session) -> None:
             price=D(price),
             strategy_id=made.id,
         )
-        assert order.status == "filled", order.status_reason
+        assert order.status == "filled", order.reject_reason
         session.execute(update(Order).where(Order.id == order.id).values(deployment_id=deployment))
         return order
 

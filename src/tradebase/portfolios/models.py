@@ -68,6 +68,8 @@ class TradingAccount(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default="1")
     is_paper: Mapped[bool] = mapped_column(default=True, server_default="1")  # 000 capital_demo
     priority: Mapped[int] = mapped_column(default=100, server_default="100")  # failover order
+    # Mirroring: a mirrored order's quantity on this account (the "multiplier" rule).
+    mirror_multiplier: Mapped[Decimal] = mapped_column(default=Decimal(1), server_default="1")
     # The paper broker's costs: fee = fee_rate x value; slippage moves the price against
     # the taker by slippage_bps basis points.
     fee_rate: Mapped[Decimal] = mapped_column(default=Decimal(0), server_default="0")

@@ -1,0 +1,1 @@
+"""Multi-account mirroring (seed 003): one order fanned out to every active account."""
