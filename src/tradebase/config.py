@@ -336,6 +336,13 @@ class Settings(BaseSettings):
         default="*/5 * * * *",
         description="When the worker expires DAY orders whose trading day has closed.",
     )
+    schedule_recover: str = Field(
+        default="every 1m",
+        description=(
+            "When the worker executes the signals and mirrored legs that a server which died"
+            " left pending (each server also does it when it starts)."
+        ),
+    )
     job_modules: str | None = Field(
         default=None,
         description=(
@@ -369,6 +376,7 @@ class Settings(BaseSettings):
         "schedule_snapshot",
         "schedule_settle",
         "schedule_expire_orders",
+        "schedule_recover",
     )
     @classmethod
     def _valid_schedule(cls, value: str) -> str:

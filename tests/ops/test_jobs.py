@@ -113,6 +113,7 @@ def test_the_built_in_jobs_and_their_default_schedules() -> None:
         "snapshot": "5 0 * * *",
         "settle": "*/15 * * * *",
         "expire-orders": "*/5 * * * *",
+        "recover": "every 1 minute",
     }
     for name, schedule in defaults.items():
         assert jobs[name].schedule(settings).text == schedule

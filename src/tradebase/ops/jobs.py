@@ -253,6 +253,16 @@ def _expire_orders(ctx: JobContext) -> JobResult:
     return {"expired": order_service.expire_day_orders(ctx.session)}
 
 
+@job("recover", setting="schedule_recover")
+def _recover(ctx: JobContext) -> JobResult:
+    """Execute signals and place mirrored legs that a dead server left pending."""
+    from tradebase.mirroring.service import resume
+    from tradebase.signals.service import recover
+
+    factory = ctx.engines.session_factory(Database.main)
+    return {"signals": recover(factory, ctx.settings), "mirrored": resume(factory)}
+
+
 # --- claiming and running a slot --------------------------------------------------------
 
 # Runs this process is executing now (several Runner objects may share a process).
