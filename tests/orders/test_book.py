@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from tests.conftest import Scratch
-from tests.factories import create_account, create_user
+from tests.factories import create_user
 from tests.orders.test_resting_orders import _setup
 from tradebase.core import migrate
 from tradebase.core.db import Database, create_db_engine
@@ -346,7 +346,14 @@ def test_the_migration_carries_triggered_stop_limits_both_ways(scratch: Scratch)
     try:
         with Session(engine) as session, session.begin():
             user = create_user(session)
-            account = create_account(session, user=user)
+            # the account as main_0006 has it (the ORM model has columns of later revisions)
+            account_id = session.execute(
+                text(
+                    "INSERT INTO trading_accounts (user_id, account_name) VALUES (:user, 'old')"
+                    " RETURNING id"
+                ),
+                {"user": user.id},
+            ).scalar_one()
             for status, params in (
                 ("open", '{"triggered": true, "participation": "0.5"}'),
                 ("partially_filled", '{"triggered": true}'),
@@ -362,7 +369,7 @@ def test_the_migration_carries_triggered_stop_limits_both_ways(scratch: Scratch)
                     ),
                     {
                         "user": user.id,
-                        "account": account.id,
+                        "account": account_id,
                         "status": status,
                         "filled": "10" if status == "filled" else "1",
                         "params": params,

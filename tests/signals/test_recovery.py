@@ -59,6 +59,7 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
 
     trader = make_trader(live)
     factory = live.engines.session_factory(Database.main)
+    recover(factory, live.settings)  # what earlier tests on this shared database left
     with unit_of_work(factory=factory) as session:
         stored = signal_service.receive(
             session,
@@ -97,6 +98,7 @@ def test_a_crash_while_executing_is_kept_as_failed(
         raise RuntimeError("the broker adapter fell over")
 
     trader = make_trader(live)
+    recover(live.engines.session_factory(Database.main), live.settings)  # earlier tests' rows
     monkeypatch.setattr(order_service, "place", broken)  # a fault injected, not a stand-in
     with live.client() as http:
         sent = http.post(
