@@ -57,3 +57,36 @@ def test_list_and_replay(live: LiveServer, cli: CliRunner) -> None:
     assert positions(live, trader) == [("BTC", "long", "2")]
     missing = cli.invoke(app, ["signals", "replay", "999999999"])
     assert missing.exit_code == 1 and "no signal 999999999" in missing.output
+
+
+def test_the_inbox_filters(live: LiveServer) -> None:
+    trader = make_trader(live)
+    with live.client() as http:
+        sent = []
+        for ticker, side in (("AAA", "buy"), ("BBB", "buy"), ("AAA", "sell")):
+            answer = http.post(
+                f"/webhook/{trader.webhook_key}",
+                json={"ticker": ticker, "action": side, "qty": "1", "price": "10"},
+            )
+            assert answer.status_code == 200, answer.text
+            sent.append(answer.json()["signal"])
+        bad = http.post(f"/webhook/{trader.webhook_key}", json={"action": "buy", "qty": "1"})
+        assert bad.status_code == 422
+
+        def ids(query: str) -> list[int]:
+            got = http.get(f"/api/v1/signals?{query}", headers=trader.auth)
+            assert got.status_code == 200, got.text
+            return [s["id"] for s in got.json()]
+
+        assert ids("symbol=AAA") == [sent[2]["id"], sent[0]["id"]]
+        assert ids("symbol=AAA&status=processed&limit=1") == [sent[2]["id"]]
+        assert ids(f"symbol=AAA&after_id={sent[2]['id']}") == [sent[0]["id"]]
+        assert len(ids("status=rejected")) == 1
+        assert ids("source=api") == []
+        since = sent[1]["received_at"]
+        assert ids(f"symbol=BBB&since={since.replace('+', '%2B')}") == [sent[1]["id"]]
+        assert ids(f"symbol=BBB&until={since.replace('+', '%2B')}") == []
+        naive = http.get("/api/v1/signals?since=2026-01-01T00:00:00", headers=trader.auth)
+        assert naive.status_code == 422  # a time without its zone is refused
+        shown = http.get(f"/api/v1/signals/{sent[0]['id']}", headers=trader.auth).json()
+        assert shown["raw_payload"] == '{"ticker":"AAA","action":"buy","qty":"1","price":"10"}'

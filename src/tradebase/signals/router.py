@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from tradebase.accounts.schemas import MAX_ID
@@ -28,7 +29,7 @@ from tradebase.core.http import (
 from tradebase.signals import payload, schemas
 from tradebase.signals import service as inbox
 from tradebase.signals.errors import SenderNotAllowed, SignalMalformed, WebhookKeyInvalid
-from tradebase.signals.models import SignalStatus
+from tradebase.signals.models import SignalSource, SignalStatus
 from tradebase.signals.service import limits_of
 from tradebase.signals.service import signal as signal_service
 
@@ -180,9 +181,27 @@ def list_signals(
     status: SignalStatus | None = None,
     after_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    symbol: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
+    strategy_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    source: SignalSource | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> list[schemas.SignalRead]:
-    """Signals, newest first, with what became of each."""
-    rows = signal_service.list(session, principal, status=status, after_id=after_id, limit=limit)
+    """Signals, newest first, with what became of each (and the raw payload); filters by
+    status, symbol, strategy, source and the time received (``since`` inclusive,
+    ``until`` exclusive); ``after_id`` pages on."""
+    rows = signal_service.list(
+        session,
+        principal,
+        status=status,
+        after_id=after_id,
+        limit=limit,
+        symbol=symbol,
+        strategy_id=strategy_id,
+        source=source,
+        since=since,
+        until=until,
+    )
     return [schemas.SignalRead.model_validate(s) for s in rows]
 
 

@@ -831,11 +831,27 @@ class SignalService:
         status: str | None = None,
         after_id: int | None = None,
         limit: int = 100,
+        symbol: str | None = None,
+        strategy_id: int | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> Sequence[Signal]:
-        """Signals newest first; ``after_id`` continues from a previous page."""
+        """Signals newest first; ``after_id`` continues from a previous page; received
+        in ``[since, until)`` when given."""
         statement = scoped(select(Signal), Signal.user_id, principal)
         if status is not None:
             statement = statement.where(Signal.status == status)
+        if symbol is not None:
+            statement = statement.where(Signal.symbol == symbol)
+        if strategy_id is not None:
+            statement = statement.where(Signal.strategy_id == strategy_id)
+        if source is not None:
+            statement = statement.where(Signal.source == source)
+        if since is not None:
+            statement = statement.where(Signal.received_at >= since)
+        if until is not None:
+            statement = statement.where(Signal.received_at < until)
         if after_id is not None:
             statement = statement.where(Signal.id < after_id)
         return session.scalars(statement.order_by(Signal.id.desc()).limit(limit)).all()
