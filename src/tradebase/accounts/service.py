@@ -619,8 +619,14 @@ class ApiKeyService:
             key_id=key.id,
             ip_address=ip_address,
             user_agent=user_agent,
+            trading_paused=trading_paused(user),
         )
         return Authenticated(principal, verdict)
+
+
+def trading_paused(user: User) -> bool:
+    """Whether *user* switched all trading off (the kill switch of the signal settings)."""
+    return bool(((user.settings or {}).get("signals") or {}).get("paused", False))
 
 
 class WebSessionService:
@@ -668,6 +674,7 @@ class WebSessionService:
             session_id=web_session.id,
             ip_address=ip_address,
             user_agent=user_agent,
+            trading_paused=trading_paused(user),
         )
 
     def end(self, session: Session, principal: Principal) -> None:

@@ -53,6 +53,7 @@ class Principal:
     session_id: int | None = None
     ip_address: str | None = None
     user_agent: str | None = None
+    trading_paused: bool = False  # the user's kill switch (signal settings' "paused")
 
     @property
     def is_admin(self) -> bool:

@@ -45,6 +45,7 @@ from tradebase.orders.errors import (
     OrderNotFound,
     OrderRejected,
     ReduceOnlyRefused,
+    TradingPaused,
     UnsupportedOrder,
 )
 from tradebase.orders.matching import Bar, match
@@ -136,6 +137,11 @@ class OrderService:
         no fill, no cash, no position.
         """
         require_writer(principal)
+        if principal.trading_paused:
+            raise TradingPaused(
+                f"trading is paused for {principal.username}: resume it (PUT"
+                " /api/v1/signals/settings with paused false) to place orders"
+            )
         if client_order_id is not None:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
