@@ -420,11 +420,15 @@ class SignalService:
         now = utc_now()
         try:
             with session.begin_nested():
-                orders = self._run(session, principal, user, signal, fields, settings)
+                orders, columns = self._run(session, principal, user, signal, fields, settings)
         except SignalRefused as refusal:
             for name, value in _rejection(refusal, now).items():
                 setattr(signal, name, value)
         else:
+            # Set here rather than in _run: the signal's row is updated once, in this
+            # flush, not also when the savepoint ends (an ORM flush per signal less).
+            for name, value in columns.items():
+                setattr(signal, name, value)
             signal.status = SignalStatus.processed
             signal.error = None
             signal.outcome = {"orders": orders}
@@ -440,7 +444,8 @@ class SignalService:
         signal: Signal,
         fields: payload.SignalFields,
         settings: Settings,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The signal's orders placed, and the signal's columns to set when it succeeds."""
         limits = limits_of(user, settings)
         if limits.paused:
             raise TradingPaused(
@@ -475,17 +480,20 @@ class SignalService:
             self._place(session, principal, signal, order, fields, exchange, product, strategy_id)
             for order in planned
         ]
-        # Only now: the foreign key checks of these would take a shared lock on the account
-        # before the portfolio's lock, and InnoDB would deadlock two signals on it.
-        signal.strategy_id = strategy_id
-        signal.account_id = legs[0].account.id if strategy_id is None else None
+        # Only after the orders (execute sets them): the foreign key checks of these would
+        # take a shared lock on the account before the portfolio's lock, and InnoDB would
+        # deadlock two signals on it.
+        columns: dict[str, Any] = {
+            "strategy_id": strategy_id,
+            "account_id": legs[0].account.id if strategy_id is None else None,
+        }
         if strategy_id is not None and placed:  # its performance follows its fills
             strategy_service.refresh_performance(session, strategy_id)
         if planned:  # seed 000's position_status and trade_direction: the first leg after it
             after = planned[0].after
-            signal.position_status = "open" if after else "closed"
-            signal.trade_direction = pnl.LONG if after > 0 else pnl.SHORT if after < 0 else None
-        return placed
+            columns["position_status"] = "open" if after else "closed"
+            columns["trade_direction"] = pnl.LONG if after > 0 else pnl.SHORT if after < 0 else None
+        return placed, columns
 
     def _legs(
         self,
