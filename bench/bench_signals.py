@@ -53,6 +53,7 @@ from tradebase.config import Settings, normalize_database_url
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.core.money import canonical
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.service import account as account_service
 from tradebase.portfolios.service import portfolio as portfolio_service
@@ -277,7 +278,8 @@ def check(settings: Settings, trader: Trader, answered: int) -> dict[str, Any]:
         "signals": signals, "processed": processed, "orders": orders, "fills": fills,
         "signals without exactly one order": not_one_order,
         "orders without exactly one fill": not_one_fill,
-        "position": held, "seed + net of the orders": SEED + net, "wrk 2xx": answered,
+        "position": canonical(held), "seed + net of the orders": canonical(SEED + net),
+        "wrk 2xx": answered,
         "ok": ok,
     }  # fmt: skip
 

@@ -40,7 +40,7 @@ from tradebase.config import Settings
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.db import unit_of_work
 from tradebase.core.errors import TradebaseError
-from tradebase.core.models import attach
+from tradebase.core.models import attach, load
 from tradebase.core.money import canonical, quantize
 from tradebase.core.prepared import Prepared
 from tradebase.core.time import utc_now
@@ -181,9 +181,8 @@ class SignalService:
 
     def webhook_user(self, session: Session, webhook_key: str) -> User | None:
         """The active user whose webhook key this is (only its hash is stored)."""
-        user = session.scalars(
-            select(User).where(User.webhook_key_hash == sha256_hex(webhook_key))
-        ).first()
+        rows = _WEBHOOK_USER.rows(session, {"hash": sha256_hex(webhook_key)})
+        user = load(session, User, rows[0]._asdict()) if rows else None
         return user if user is not None and user.is_active else None
 
     def new_webhook_key(self, session: Session, principal: Principal) -> str:
@@ -556,6 +555,11 @@ class SignalService:
         return strategy
 
     def _account(self, session: Session, principal: Principal, name: str | None) -> TradingAccount:
+        if name is None:  # the usual case, prepared: the user's primary (or first) account
+            rows = _DEFAULT_ACCOUNT.rows(session, {"uid": principal.user_id})
+            if not rows:
+                raise AccountUnknown("you have no active trading account: create one first")
+            return load(session, TradingAccount, rows[0]._asdict())
         statement = select(TradingAccount).where(
             TradingAccount.user_id == principal.user_id, TradingAccount.is_active.is_(True)
         )
@@ -581,18 +585,17 @@ class SignalService:
     def _portfolio(
         self, session: Session, account: TradingAccount, portfolio_id: int | None
     ) -> Portfolio:
-        statement = select(Portfolio).where(
-            Portfolio.account_id == account.id, Portfolio.is_active.is_(True)
-        )
+        # The lock every change of cash or positions takes first (PortfolioService.get),
+        # not on SQLite (its write lock is the transaction's): read unlocked, the cash loaded
+        # here would be stale when the order books it, and the target position could move
+        # under a concurrent signal.
+        locked = session.get_bind().dialect.name != "sqlite"
+        statement = _PORTFOLIO[(portfolio_id is not None, locked)]
+        params: dict[str, Any] = {"aid": account.id}
         if portfolio_id is not None:
-            statement = statement.where(Portfolio.id == portfolio_id)
-        statement = statement.order_by(Portfolio.id).limit(1)
-        if session.get_bind().dialect.name != "sqlite":
-            # The lock every change of cash or positions takes first (PortfolioService.get):
-            # read unlocked, the cash loaded here would be stale when the order books it,
-            # and the target position could move under a concurrent signal.
-            statement = statement.with_for_update()
-        portfolio = session.scalars(statement).first()
+            params["pid"] = portfolio_id
+        rows = statement.rows(session, params)
+        portfolio = load(session, Portfolio, rows[0]._asdict()) if rows else None
         if portfolio is None:
             raise AccountUnknown(
                 f"account {account.account_name!r} has no active portfolio: create one",
@@ -863,6 +866,32 @@ _CLAIM = Prepared(
     .values(status=SignalStatus.processing, updated_at=bindparam("now"))
 )
 _INSERT_SIGNAL = Prepared(insert(_signals).returning(_signals.c.id))
+# The reads of every signal, prepared too; rows loaded as objects (core/models.py: load).
+_users = cast(Table, User.__table__)
+_WEBHOOK_USER = Prepared(
+    select(_users).where(_users.c.webhook_key_hash == bindparam("hash")).limit(1)
+)
+_accounts = cast(Table, TradingAccount.__table__)
+_DEFAULT_ACCOUNT = Prepared(
+    select(_accounts)
+    .where(_accounts.c.user_id == bindparam("uid"), _accounts.c.is_active.is_(True))
+    .order_by(_accounts.c.is_primary.desc(), _accounts.c.priority, _accounts.c.id)
+    .limit(1)
+)
+
+
+def _portfolio_statement(by_id: bool, locked: bool) -> Prepared:
+    table = cast(Table, Portfolio.__table__)
+    statement = select(table).where(
+        table.c.account_id == bindparam("aid"), table.c.is_active.is_(True)
+    )
+    if by_id:
+        statement = statement.where(table.c.id == bindparam("pid"))
+    statement = statement.order_by(table.c.id).limit(1)
+    return Prepared(statement.with_for_update() if locked else statement)
+
+
+_PORTFOLIO = {(i, lk): _portfolio_statement(i, lk) for i in (False, True) for lk in (False, True)}
 
 signal = SignalService()
 
