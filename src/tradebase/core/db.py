@@ -11,8 +11,10 @@ waiting, because its snapshot went stale while it read.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import StrEnum
 from typing import Any
 
@@ -41,6 +43,13 @@ def _is_memory(url: URL) -> bool:
 
 
 _BEGIN = {"": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
+
+# SQLite's busy handler polls with sleeps of up to 100 ms, so writer threads of one process
+# that meet on the write lock wait far longer than the lock is held (a p99 of over a second
+# at 8 concurrent webhooks, bench/bench_signals.py). The writing units of work of a process
+# take turns on this lock instead, one per file engine (re-entrant: a nested one behaves as
+# before); other processes still meet on SQLite's lock and the busy timeout.
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) -> None:
@@ -129,6 +138,8 @@ def create_db_engine(
         options.update(kwargs)
         engine = create_engine(url, **options)
         _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms, memory)
+        if not memory:
+            _WRITERS[engine] = threading.RLock()
         return engine
     if pooled:
         options.update(
@@ -214,9 +225,8 @@ def unit_of_work(
     write lock from its first statement; ``write=False`` starts a plain read transaction.
     """
     factory = factory or engines.session_factory(database)
-    with factory() as session:
-        bind = session.get_bind()
-        if write and bind.dialect.name == "sqlite":
+    with factory() as session, _turn(session, write):
+        if write and session.get_bind().dialect.name == "sqlite":
             session.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         try:
             yield session
@@ -231,3 +241,10 @@ def unit_of_work(
             raise
         else:
             session.commit()
+
+
+def _turn(session: Session, write: bool) -> Any:
+    """The writer lock of a SQLite file engine (held until the commit), else nothing."""
+    bind = session.get_bind()
+    lock = _WRITERS.get(bind) if write and isinstance(bind, Engine) else None
+    return lock if lock is not None else nullcontext()
