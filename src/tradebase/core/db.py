@@ -50,6 +50,7 @@ _BEGIN = {"": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLU
 # take turns on this lock instead, one per file engine (re-entrant: a nested one behaves as
 # before); other processes still meet on SQLite's lock and the busy timeout.
 _WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITER_WAIT_SECONDS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) -> None:
@@ -140,6 +141,7 @@ def create_db_engine(
         _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms, memory)
         if not memory:
             _WRITERS[engine] = threading.RLock()
+            _WRITER_WAIT_SECONDS[engine] = settings.sqlite_busy_timeout_ms / 1000
         return engine
     if pooled:
         options.update(
@@ -243,8 +245,22 @@ def unit_of_work(
             session.commit()
 
 
+@contextmanager
+def _held(lock: threading.RLock, timeout: float) -> Iterator[None]:
+    """Hold *lock*, waiting at most *timeout* seconds: past it, go on without it and let
+    SQLite's own lock and busy timeout decide (so that two units of work nested in
+    opposite orders across the two databases cannot wait on each other for ever)."""
+    acquired = lock.acquire(timeout=timeout)
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
+
+
 def _turn(session: Session, write: bool) -> Any:
     """The writer lock of a SQLite file engine (held until the commit), else nothing."""
     bind = session.get_bind()
-    lock = _WRITERS.get(bind) if write and isinstance(bind, Engine) else None
-    return lock if lock is not None else nullcontext()
+    if not write or not isinstance(bind, Engine) or bind not in _WRITERS:
+        return nullcontext()
+    return _held(_WRITERS[bind], _WRITER_WAIT_SECONDS.get(bind, 30.0))
