@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -52,6 +53,12 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="Worker processes."),
     log_level: str = typer.Option("info", help="Log level of the server."),
+    with_worker: bool = typer.Option(
+        False,
+        "--worker",
+        help="Also run the scheduled jobs (tradebase worker) in this process: one process"
+        " for a small SQLite install.",
+    ),
 ) -> None:
     """Run the API server. On first run it creates the databases and an admin user."""
     import uvicorn
@@ -78,15 +85,71 @@ def serve(
         password = user_service.ensure_first_admin(session)
     if password:
         typer.echo(f"first run: created user admin with one-time password (shown once): {password}")
-    uvicorn.run(
-        "tradebase.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        proxy_headers=False,
-    )
+    stop_worker = _start_worker() if with_worker else None
+    if stop_worker is not None:
+        _stop_on_signals(stop_worker)
+    try:
+        uvicorn.run(
+            "tradebase.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            proxy_headers=False,
+        )
+    finally:
+        if stop_worker is not None:
+            stop_worker()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    """Uvicorn shuts the server down on SIGTERM/SIGINT, then raises the signal again with
+    the handlers it found: these let the worker's running jobs finish first, then the
+    process ends by the signal as it would have."""
+    import os
+    import signal
+    from types import FrameType
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def _start_worker() -> Callable[[], None]:
+    """Run the scheduled jobs in a thread of this process; return what stops it (letting
+    running jobs finish)."""
+    import logging
+    import threading
+
+    from tradebase.core.db import Engines
+    from tradebase.ops import jobs as jobs_ops
+
+    settings = get_settings()
+    logging.getLogger("tradebase.worker").setLevel(logging.INFO)
+    try:
+        known = jobs_ops.registered(settings)
+        engines = Engines(settings)
+        worker = jobs_ops.Worker(jobs_ops.Runner(engines, settings), known.values())
+    except jobs_ops.JobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True)
+    thread.start()
+    active = [name for name, schedule in worker.schedules.items() if not schedule.off]
+    typer.echo(f"worker thread: {', '.join(active) or 'no jobs'} scheduled")
+
+    def stop_it() -> None:
+        stop.set()
+        thread.join(timeout=settings.job_lease_seconds)
+        engines.dispose()
+
+    return stop_it
 
 
 def _version(value: bool) -> None:

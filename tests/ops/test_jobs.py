@@ -511,3 +511,67 @@ def test_worker_refuses_an_unmigrated_database(scratch_factory: ScratchFactory) 
     )
     assert result.returncode == 1
     assert "the main database is not created: run tradebase db upgrade" in result.stderr
+
+
+def test_serve_with_worker_runs_the_jobs_in_the_server_process(
+    scratch_factory: ScratchFactory, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.conftest import free_port
+
+    scratch = scratch_factory.new("sqlite", "serve_worker")
+    settings = scratch.settings()
+    (tmp_path / "tickjobs.py").write_text(textwrap.dedent(TICK_MODULE).replace("2s", "1s"))
+    env = {
+        **os.environ,
+        **scratch.env(),
+        "TRADEBASE_JOB_MODULES": "tickjobs",
+        "TRADEBASE_JOB_MISFIRE_GRACE_SECONDS": "2",  # no daily job from hours ago
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC)]),
+    }
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tradebase", "serve", "--worker", "--port", str(port),
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    engines = Engines(settings)
+    factory = engines.session_factory(Database.main)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while True:
+            with unit_of_work(write=False, factory=factory) as s:
+                done = list(
+                    s.scalars(
+                        select(JobRun).where(JobRun.job == "tick", JobRun.status == "succeeded")
+                    )
+                )
+            if len(done) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(done) >= 3
+        assert {run.pid for run in done} == {server.pid}  # in the server's own process
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=30)[0]
+        # uvicorn ends the process by the signal once it has shut down; the worker's
+        # running job finished first: no run is left running
+        assert server.returncode in (0, -signal.SIGTERM), output
+        assert "worker thread: " in output and "tick" in output
+        with unit_of_work(write=False, factory=factory) as s:
+            statuses = set(s.scalars(select(JobRun.status).where(JobRun.job == "tick")))
+        assert statuses == {"succeeded"}, output
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        engines.dispose()
