@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from tradebase.accounts.errors import UserNotFound
 from tradebase.accounts.schemas import MAX_ID, Strict
-from tradebase.accounts.service import trading_paused
+from tradebase.accounts.service import principal_for
 from tradebase.accounts.service import user as user_service
 from tradebase.config import Settings, get_settings, normalize_database_url
 from tradebase.core import migrate as migrations
@@ -245,13 +245,7 @@ class Tradebase:
             raise UserNotFound(f"no user {self._login!r} (see: tradebase users list)")
         if not found.is_active:
             raise Unauthorized(f"user {found.username!r} is disabled")
-        return Principal(
-            user_id=found.id,
-            username=found.username,
-            role=found.role,
-            via="python",
-            trading_paused=trading_paused(found),
-        )
+        return principal_for(found)
 
     @contextmanager
     def _unit(

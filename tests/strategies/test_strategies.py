@@ -241,6 +241,12 @@ def test_performance_follows_the_fills(session: Session) -> None:
         session.execute(
             update(Trade).where(Trade.order_id.in_([o.id for o in orders])).values(executed_at=day)
         )
+    # the running totals a signal adds (no history read): day 1's two fills
+    strategy_service.add_fills(session, made.id, [o.id for o in day1])
+    session.refresh(one)
+    assert (made.num_trades, made.total_pnl, one.total_pnl) == (2, D(100), D(100))
+    assert made.win_rate is None  # left to the full recomputation
+    made.num_trades, made.total_pnl, one.total_pnl = 0, D(0), D(0)
     refreshed = strategy_service.refresh_performance(session, made.id)
     assert refreshed.num_trades == 4
     assert refreshed.total_pnl == D(50)

@@ -59,3 +59,9 @@ class LastAdmin(Conflict):
 
 class TotpNotEnrolled(BadRequest):
     code = "totp_not_enrolled"
+
+
+class TradingPaused(Conflict):
+    """The user paused all trading (the kill switch); nothing was written."""
+
+    code = "trading_paused"

@@ -22,6 +22,7 @@ from tradebase.accounts.errors import (
     TotpAlreadyEnabled,
     TotpNotEnrolled,
     TotpRequired,
+    TradingPaused,
     UsernameTaken,
     UserNotFound,
     WeakPassword,
@@ -610,16 +611,13 @@ class ApiKeyService:
             .where(ApiKey.id == key.id)
             .values(last_used_at=now, total_requests=ApiKey.total_requests + 1)
         )
-        principal = Principal(
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            scopes=frozenset(key.scopes),
+        principal = principal_for(
+            user,
             via="key",
+            scopes=frozenset(key.scopes),
             key_id=key.id,
             ip_address=ip_address,
             user_agent=user_agent,
-            trading_paused=trading_paused(user),
         )
         return Authenticated(principal, verdict)
 
@@ -666,15 +664,12 @@ class WebSessionService:
             raise Unauthorized("the session has ended: log in again")
         if not user.is_active:
             raise Unauthorized("this user is disabled")
-        return Principal(
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
+        return principal_for(
+            user,
             via="session",
             session_id=web_session.id,
             ip_address=ip_address,
             user_agent=user_agent,
-            trading_paused=trading_paused(user),
         )
 
     def end(self, session: Session, principal: Principal) -> None:
@@ -705,6 +700,27 @@ def _hit(
 def require_writer(principal: Principal) -> None:
     if principal.read_only:
         raise ReadOnlyRole("a viewer cannot change anything")
+
+
+def require_trading(principal: Principal) -> None:
+    """Refuse an order of a user who paused all trading (the kill switch)."""
+    if principal.trading_paused:
+        raise TradingPaused(
+            f"trading is paused for {principal.username}: resume it (PUT"
+            " /api/v1/signals/settings with paused false) to place orders"
+        )
+
+
+def principal_for(user: User, *, via: str = "python", **extra: Any) -> Principal:
+    """Who acts when *user* does (their role and kill switch), for a server-side caller."""
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        via=via,
+        trading_paused=trading_paused(user),
+        **extra,
+    )
 
 
 def _totp(user: User, name: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.accounts.models import User
-from tradebase.accounts.service import require_writer, trading_paused
+from tradebase.accounts.service import principal_for, require_trading, require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.core.auth import Principal, scoped
 from tradebase.core.db import unit_of_work
@@ -43,7 +43,6 @@ from tradebase.mirroring.models import (
     MirrorOrder,
     MirrorStatus,
 )
-from tradebase.orders.errors import TradingPaused
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import Portfolio, TradingAccount
 
@@ -181,11 +180,7 @@ class MirrorService:
         """Store the parent and its legs; (the stored order, False) when *client_order_id*
         was used already (nothing new is stored)."""
         require_writer(principal)
-        if principal.trading_paused:
-            raise TradingPaused(
-                f"trading is paused for {principal.username}: resume it (PUT"
-                " /api/v1/signals/settings with paused false) to place orders"
-            )
+        require_trading(principal)
         if client_order_id is not None:
             existing = self._by_client_id(session, principal.user_id, client_order_id)
             if existing is not None:
@@ -290,13 +285,7 @@ class MirrorService:
         assert parent is not None
         user = session.get(User, parent.user_id)
         assert user is not None
-        principal = Principal(
-            user_id=user.id,
-            username=user.username,
-            role=user.role,
-            via="python",
-            trading_paused=trading_paused(user),
-        )
+        principal = principal_for(user)
         try:
             placed = order_service.place(
                 session,

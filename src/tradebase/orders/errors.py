@@ -20,12 +20,6 @@ class OrderRejected(Unprocessable):
     commit_work = True
 
 
-class TradingPaused(Conflict):
-    """The user paused all trading (the kill switch); nothing was written."""
-
-    code = "trading_paused"
-
-
 class ClientOrderIdTaken(Conflict):
     code = "client_order_id_taken"
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tradebase.accounts.service import require_writer
+from tradebase.accounts.service import require_trading, require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.base import Execution
 from tradebase.brokers.errors import NoPrice
@@ -45,7 +45,6 @@ from tradebase.orders.errors import (
     OrderNotFound,
     OrderRejected,
     ReduceOnlyRefused,
-    TradingPaused,
     UnsupportedOrder,
 )
 from tradebase.orders.matching import Bar, match
@@ -137,11 +136,7 @@ class OrderService:
         no fill, no cash, no position.
         """
         require_writer(principal)
-        if principal.trading_paused:
-            raise TradingPaused(
-                f"trading is paused for {principal.username}: resume it (PUT"
-                " /api/v1/signals/settings with paused false) to place orders"
-            )
+        require_trading(principal)
         if client_order_id is not None:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:

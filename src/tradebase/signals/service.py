@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.accounts.models import User
 from tradebase.accounts.security import sha256_hex
-from tradebase.accounts.service import require_writer
+from tradebase.accounts.service import principal_for, require_writer, trading_paused
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.errors import NoPrice
 from tradebase.brokers.paper import PaperBroker
@@ -70,7 +70,7 @@ from tradebase.signals.errors import (
     stored_refusal,
 )
 from tradebase.signals.models import Signal, SignalStatus, TradeAction
-from tradebase.strategies.models import DeploymentStatus, Strategy, StrategyDeployment
+from tradebase.strategies.models import Strategy, StrategyDeployment
 from tradebase.strategies.service import strategy as strategy_service
 
 log = logging.getLogger("tradebase.signals")
@@ -132,7 +132,7 @@ def limits_of(user: User, settings: Settings) -> Limits:
     for entry in own.get("ip_allowlist") or []:
         allow.extend(TRADINGVIEW_IPS if entry == "tradingview" else [str(entry)])
     return Limits(
-        paused=bool(own.get("paused", False)),
+        paused=trading_paused(user),
         max_order_value=number("max_order_value", settings.signal_max_order_value),
         max_position_size=number("max_position_size", settings.signal_max_position_size),
         ip_allowlist=tuple(allow),
@@ -411,10 +411,7 @@ class SignalService:
         assert signal is not None
         user = session.get(User, signal.user_id)
         assert user is not None
-        principal = Principal(
-            user_id=user.id, username=user.username, role=user.role, via="python",
-            ip_address=signal.source_ip,
-        )  # fmt: skip
+        principal = principal_for(user, ip_address=signal.source_ip)
         fields = payload.parse(payload.decode((signal.raw_payload or "").encode()))
         now = utc_now()
         try:
@@ -486,8 +483,8 @@ class SignalService:
             "strategy_id": strategy_id,
             "account_id": legs[0].account.id if strategy_id is None else None,
         }
-        if strategy_id is not None and placed:  # its performance follows its fills
-            strategy_service.refresh_performance(session, strategy_id)
+        if strategy_id is not None:  # its performance follows its fills
+            strategy_service.add_fills(session, strategy_id, [o["id"] for o in placed])
         if planned:  # seed 000's position_status and trade_direction: the first leg after it
             after = planned[0].after
             columns["position_status"] = "open" if after else "closed"
@@ -507,14 +504,7 @@ class SignalService:
         if fields.strategy is not None:
             strategy = self._strategy(session, principal, fields.strategy)
             strategy.last_signal_at = utc_now()
-            deployments = session.scalars(
-                select(StrategyDeployment)
-                .where(
-                    StrategyDeployment.strategy_id == strategy.id,
-                    StrategyDeployment.status == DeploymentStatus.active,
-                )
-                .order_by(StrategyDeployment.id)
-            ).all()
+            deployments = strategy_service.active_deployments(session, strategy)
             if not deployments:
                 raise StrategyInactive(
                     f"strategy: {strategy.name!r} has no active deployment",
@@ -537,13 +527,7 @@ class SignalService:
         return [Leg(self._portfolio(session, account, None), account)]
 
     def _strategy(self, session: Session, principal: Principal, name: str) -> Strategy:
-        statement = scoped(select(Strategy), Strategy.user_id, principal).where(
-            Strategy.user_id == principal.user_id
-        )
-        condition = Strategy.name == name
-        if name.isdigit():
-            condition = or_(condition, Strategy.id == int(name))
-        strategy = session.scalars(statement.where(condition).order_by(Strategy.id)).first()
+        strategy = strategy_service.find(session, principal.user_id, name)
         if strategy is None:
             raise StrategyUnknown(
                 f"strategy: you have no strategy {name!r}", details={"field": "strategy"}

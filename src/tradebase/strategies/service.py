@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -369,11 +370,33 @@ class StrategyService:
         session.flush()
         return strategy
 
-    def touch_signal(self, session: Session, strategy_id: int, at: datetime | None = None) -> None:
-        """Record that a signal reached the strategy."""
+    def add_fills(self, session: Session, strategy_id: int, order_ids: Sequence[int]) -> None:
+        """Add the fills of *order_ids* (orders of the strategy just placed) to its and its
+        deployments' running totals: ``num_trades`` and ``total_pnl``, without reading the
+        strategy's history on the signal path. ``refresh_performance`` (the snapshot job,
+        ``POST …/refresh``) recomputes everything, win rate and Sharpe too."""
+        if not order_ids:
+            return
+        fills = session.execute(
+            select(Order.deployment_id, Trade.pnl)
+            .join(Order, Order.id == Trade.order_id)
+            .where(Trade.order_id.in_(order_ids))
+        ).all()
         strategy = session.get(Strategy, strategy_id)
-        if strategy is not None:
-            strategy.last_signal_at = at or utc_now()
+        if strategy is None or not fills:
+            return
+        strategy.num_trades += len(fills)
+        realized = [f.pnl for f in fills if f.pnl is not None]
+        strategy.total_pnl = quantize(strategy.total_pnl + sum(realized, ZERO))
+        by_deployment: dict[int, Decimal] = defaultdict(lambda: ZERO)
+        for fill in fills:
+            if fill.deployment_id is not None and fill.pnl is not None:
+                by_deployment[fill.deployment_id] += fill.pnl
+        for deployment_id, amount in by_deployment.items():
+            deployment = session.get(StrategyDeployment, deployment_id)
+            if deployment is not None:
+                deployment.total_pnl = quantize(deployment.total_pnl + amount)
+        session.flush()
 
     def _audit(
         self,
