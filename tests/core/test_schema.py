@@ -762,7 +762,8 @@ def test_every_seed_column_has_a_home(migrated: Migrated) -> None:
 # idx_account_id and idx_status on several tables; those are renamed idx_<table>_<column>.
 SEED_INDEXES = [
     ("signals", "idx_signals_order_id", ["order_id"]),
-    ("positions", "idx_positions_deal_id", ["deal_id"]),
+    # Unique among a portfolio's open positions, deal_id leading (migration main_0011).
+    ("positions", "idx_positions_deal_id", ["deal_id", "portfolio_id", "open_slot"]),
     ("signals", "idx_signals_timestamp", ["received_at"]),
     ("signals", "idx_signals_symbol", ["symbol"]),
     ("signals", "idx_signals_status", ["status"]),

@@ -126,8 +126,12 @@ class OrderService:
         duration_seconds: int | None = None,
         lookback_days: int | None = None,
         reduce_only: bool = False,
+        deal_id: str | None = None,
     ) -> Order:
         """Place an order. Placing a ``client_order_id`` again returns the first order.
+
+        ``deal_id``: the label of the position the fill opens (kept in ``algo_params``;
+        unique among the portfolio's open positions, which the caller checks).
 
         ``reduce_only``: the fill only reduces the opposite open position (a sell the long,
         a buy the short) and is refused beyond it; in hedging mode it is the closing fill.
@@ -165,7 +169,9 @@ class OrderService:
                 signal_id=signal_id,
                 strategy_id=strategy_id,
                 deployment_id=deployment_id,
-                algo_params=_options(participation=participation, reduce_only=reduce_only),
+                algo_params=_options(
+                    participation=participation, reduce_only=reduce_only, deal_id=deal_id
+                ),
             )
         if order_type in ALGO_TYPES:
             if not slices or not duration_seconds:
@@ -245,7 +251,7 @@ class OrderService:
             "signal_id": signal_id,
             "strategy_id": strategy_id,
             "deployment_id": deployment_id,
-            "algo_params": _options(reduce_only=reduce_only),
+            "algo_params": _options(reduce_only=reduce_only, deal_id=deal_id),
         }
         now = utc_now()
         if refusal is not None or execution is None:
@@ -889,8 +895,9 @@ class OrderService:
         A CNC sell that drew on a holding records that part in the trade's metadata,
         ``{"holding": {"quantity", "cost", "fee", "pnl"}}``; the trade's ``pnl`` is the
         realized P&L of both parts (`tradebase reconcile` replays it from there)."""
+        options = order.get("algo_params") or {}
         closes = portfolio.position_mode == PositionMode.hedging and bool(
-            (order.get("algo_params") or {}).get("reduce_only")
+            options.get("reduce_only")
         )
         fill = pnl.Fill(
             order["side"], execution.quantity, execution.price, execution.fee, closes=closes
@@ -904,6 +911,7 @@ class OrderService:
             product=order["product"],
             fill=fill,
             signal_id=order["signal_id"],
+            deal_id=options.get("deal_id"),
             at=now,
         )
         created = utc_now()
@@ -1113,10 +1121,12 @@ class OrderService:
 
 
 def _options(
-    *, participation: Decimal | None = None, reduce_only: bool = False
+    *, participation: Decimal | None = None, reduce_only: bool = False, deal_id: str | None = None
 ) -> dict[str, Any] | None:
     """The order options kept in ``algo_params`` (None when there are none)."""
     options: dict[str, Any] = {}
+    if deal_id:
+        options["deal_id"] = deal_id
     if participation:
         options["participation"] = str(participation)
     if reduce_only:

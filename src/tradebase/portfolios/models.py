@@ -196,7 +196,9 @@ class Position(Timestamps, Base):
             "open_slot",
             name="unique_position",
         ),
-        Index("idx_positions_deal_id", "deal_id", unique=True),
+        # A deal label is unique among a portfolio's open positions (open_slot is NULL once
+        # closed): senders reuse labels, closed deals keep theirs (migration main_0011).
+        Index("idx_positions_deal_id", "deal_id", "portfolio_id", "open_slot", unique=True),
         Index("idx_positions_signal_id", "signal_id"),
         Index("idx_positions_symbol", "symbol", "status"),
         Index("idx_position_symbol", "symbol"),

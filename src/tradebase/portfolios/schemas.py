@@ -100,6 +100,10 @@ class PositionRead(BaseModel):
     product: str
     direction: str
     status: str
+    deal_id: str | None = Field(
+        None, description="The label a signal's deal_id gave the position it opened."
+    )
+    signal_id: int | None = Field(None, description="The signal whose fill opened it.")
     quantity: Decimal
     entry_price: Decimal
     cost_basis: Decimal

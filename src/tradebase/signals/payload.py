@@ -239,6 +239,8 @@ def _check_order(fields: SignalFields) -> None:
     if fields.symbol is None:
         fields.refuse("symbol", "missing (send symbol or ticker)")
         return
+    if fields.trade_action == TradeAction.modify:
+        return  # it names its order by order_id and sends what changes (signals/service.py)
     closing = fields.trade_action == TradeAction.close
     if fields.position_size is None and not closing:
         if fields.direction is None:

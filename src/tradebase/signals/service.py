@@ -47,8 +47,9 @@ from tradebase.core.time import utc_now
 from tradebase.credentials.models import CredentialKind, CredentialOwner
 from tradebase.credentials.service import credential as credential_service
 from tradebase.orders.errors import OrderRejected
-from tradebase.orders.models import OrderSide, OrderType
+from tradebase.orders.models import Order, OrderSide, OrderType
 from tradebase.orders.service import order as order_service
+from tradebase.orders.state import RESTING
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import Portfolio, Position, PositionStatus, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
@@ -370,7 +371,7 @@ class SignalService:
             values.update(_columns(fields))
         sender = fields.order_id if fields is not None else None
         plain, shifted = keys.window_keys(
-            keys.base_key(sender, raw), now, window or settings.signal_dedup_window_seconds
+            _base_key(fields, raw), now, window or settings.signal_dedup_window_seconds
         )
         values.update(order_id=plain, order_id_shifted=shifted, sender_order_id=sender)
         if refusal is not None:
@@ -386,10 +387,10 @@ class SignalService:
     ) -> Signal | None:
         """The signal stored first among those with the keys *raw* gets at *at*."""
         try:
-            sender = payload.parse(payload.decode(raw)).order_id
+            fields: payload.SignalFields | None = payload.parse(payload.decode(raw))
         except payload.PayloadError:
-            sender = None
-        plain, shifted = keys.window_keys(keys.base_key(sender, raw), at, window)
+            fields = None
+        plain, shifted = keys.window_keys(_base_key(fields, raw), at, window)
         return session.scalars(
             select(Signal)
             .where(
@@ -453,10 +454,7 @@ class SignalService:
         if principal.read_only:
             raise SignalInvalid("a viewer cannot trade", details={"role": user.role})
         if fields.trade_action == TradeAction.modify:
-            raise SignalInvalid(
-                "trade_action: modify is not supported yet; send open or close",
-                details={"field": "trade_action"},
-            )
+            return self._modify(session, principal, signal, fields), {}
         exchange = fields.exchange or DEFAULT_EXCHANGE
         symbol = fields.symbol
         assert symbol is not None  # parse() refuses a signal without one
@@ -470,6 +468,7 @@ class SignalService:
             order = self._plan(session, leg, index, fields, exchange, product)
             if order is not None:
                 self._check_risk(session, order, fields, limits, exchange, product)
+                self._check_deal(session, order, fields, exchange)
                 planned.append(order)
         strategy_id = legs[0].deployment.strategy_id if legs[0].deployment else None
         placed = [
@@ -613,6 +612,8 @@ class SignalService:
         symbol = fields.symbol
         assert symbol is not None
         current = self._net(session, leg.portfolio, symbol, exchange, product)
+        if fields.deal_id is not None and fields.trade_action == TradeAction.close:
+            return self._deal_close(session, leg, index, fields, exchange, product, current)
         if fields.hedging_enabled and fields.trade_action == TradeAction.close:
             return self._hedged_close(session, leg, index, fields, exchange, product, current)
         target = fields.position_size
@@ -632,6 +633,155 @@ class SignalService:
         return PlannedOrder(
             leg, index, fields.direction, quantize(fields.quantity * leg.multiplier), current
         )
+
+    def _deal_close(
+        self,
+        session: Session,
+        leg: Leg,
+        index: int,
+        fields: payload.SignalFields,
+        exchange: str,
+        product: str,
+        current: Decimal,
+    ) -> PlannedOrder:
+        """Close (part of) the open position labelled ``deal_id``: a reduce-only sell of a
+        long, a buy of a short; all of it unless a quantity is given."""
+        position = _open_deal(session, leg.portfolio.id, fields.deal_id)
+        if position is None or (position.symbol, position.exchange, position.product) != (
+            fields.symbol,
+            exchange,
+            product,
+        ):
+            raise SignalInvalid(
+                f"deal_id: no open {fields.symbol} position {fields.deal_id!r} in portfolio"
+                f" {leg.portfolio.name!r}",
+                details={"field": "deal_id", "portfolio_id": leg.portfolio.id},
+            )
+        side = OrderSide.sell if position.direction == pnl.LONG else OrderSide.buy
+        if fields.direction is not None and fields.direction != side:
+            raise SignalInvalid(
+                f"direction: deal {fields.deal_id!r} is {position.direction}, so it closes"
+                f" with a {side}",
+                details={"field": "direction"},
+            )
+        quantity = position.quantity
+        if fields.quantity is not None:
+            quantity = min(quantity, quantize(fields.quantity * leg.multiplier))
+        return PlannedOrder(leg, index, side, quantity, current, reduce_only=True)
+
+    def _check_deal(
+        self, session: Session, order: PlannedOrder, fields: payload.SignalFields, exchange: str
+    ) -> None:
+        """An opening order with a deal_id: the label must be free in the portfolio, or
+        name the open position the fill adds to."""
+        label = fields.deal_id
+        if label is None or order.reduce_only:
+            return
+        direction = pnl.LONG if order.side == OrderSide.buy else pnl.SHORT
+        joins = session.scalars(
+            select(Position).where(
+                Position.portfolio_id == order.leg.portfolio.id,
+                Position.symbol == fields.symbol,
+                Position.exchange == exchange,
+                Position.product == (fields.product or Product.NRML),
+                Position.direction == direction,
+                Position.status == PositionStatus.open,
+            )
+        ).first()
+        labelled = _open_deal(session, order.leg.portfolio.id, label)
+        if labelled is not None and labelled is not joins:
+            raise SignalInvalid(
+                f"deal_id: {label!r} is open already, on a {labelled.direction}"
+                f" {labelled.symbol} position: close it or use another label",
+                details={"field": "deal_id"},
+            )
+        if joins is not None and joins.deal_id != label:
+            held = f"deal {joins.deal_id!r}" if joins.deal_id else "without a deal_id"
+            raise SignalInvalid(
+                f"deal_id: the open {direction} {fields.symbol} position is {held}; a fill"
+                f" adds to it, so send its deal_id or close it first",
+                details={"field": "deal_id"},
+            )
+
+    def _modify(
+        self,
+        session: Session,
+        principal: Principal,
+        signal: Signal,
+        fields: payload.SignalFields,
+    ) -> list[dict[str, Any]]:
+        """Amend the resting orders that earlier signals with this ``order_id`` placed:
+        limit price, stop price, quantity (times each deployment's multiplier)."""
+        if fields.order_id is None:
+            raise SignalInvalid(
+                "order_id: trade_action modify names the order to change by its order_id",
+                details={"field": "order_id"},
+            )
+        if (
+            fields.quantity is None
+            and fields.stop_price is None
+            and not (fields.limit_price or fields.price)
+        ):
+            raise SignalInvalid(
+                "trade_action modify: send the new limit_price, stop_price or quantity",
+                details={"field": "trade_action"},
+            )
+        targets = session.scalars(
+            select(Order)
+            .join(Signal, Signal.id == Order.signal_id)
+            .where(
+                Signal.user_id == principal.user_id,
+                Signal.sender_order_id == fields.order_id,
+                Signal.id != signal.id,
+                Order.status.in_(RESTING),
+            )
+            .order_by(Order.id)
+        ).all()
+        if not targets:
+            raise SignalInvalid(
+                f"order_id: no resting order was placed by a signal with order_id"
+                f" {fields.order_id!r}",
+                details={"field": "order_id"},
+            )
+        amended = []
+        for target in targets:
+            multiplier = Decimal(1)
+            if target.deployment_id is not None:
+                deployment = session.get(StrategyDeployment, target.deployment_id)
+                multiplier = deployment.multiplier if deployment is not None else multiplier
+            limit = fields.limit_price or fields.price
+            try:
+                order = order_service.amend(
+                    session,
+                    principal,
+                    target.id,
+                    price=limit if target.order_type in _LIMITED else None,
+                    trigger_price=fields.stop_price,
+                    quantity=None
+                    if fields.quantity is None
+                    else quantize(fields.quantity * multiplier),
+                )
+            except TradebaseError as exc:
+                raise OrderRefused(
+                    exc.message, details={"order_id": target.id, **exc.details}
+                ) from None
+            amended.append(
+                {
+                    "id": order.id,
+                    "client_order_id": order.client_order_id,
+                    "account_id": order.account_id,
+                    "portfolio_id": order.portfolio_id,
+                    "side": order.side,
+                    "quantity": str(canonical(order.quantity)),
+                    "status": order.status,
+                    "price": None if order.price is None else str(canonical(order.price)),
+                    "trigger_price": None
+                    if order.trigger_price is None
+                    else str(canonical(order.trigger_price)),
+                    "amended": True,
+                }
+            )
+        return amended
 
     def _hedged_close(
         self,
@@ -772,6 +922,7 @@ class SignalService:
                 strategy_id=strategy_id,
                 deployment_id=leg.deployment.id if leg.deployment is not None else None,
                 reduce_only=order.reduce_only,
+                deal_id=None if order.reduce_only else fields.deal_id,
             )
         except OrderRejected as exc:
             raise OrderRefused(
@@ -1031,6 +1182,27 @@ def _wait(factory: sessionmaker[Session], signal_id: int, seconds: float) -> Sig
 def _deadlock(exc: OperationalError) -> bool:
     code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
     return code in (1213, 1205)
+
+
+_LIMITED = (OrderType.limit, OrderType.stop_limit)
+
+
+def _open_deal(session: Session, portfolio_id: int, label: str | None) -> Position | None:
+    return session.scalars(
+        select(Position).where(
+            Position.portfolio_id == portfolio_id,
+            Position.deal_id == label,
+            Position.status == PositionStatus.open,
+        )
+    ).first()
+
+
+def _base_key(fields: payload.SignalFields | None, raw: bytes) -> str:
+    """The signal's idempotency key before windowing: the sender's order_id, except for a
+    modify, whose order_id names the order to change (so the body identifies it)."""
+    if fields is None or fields.trade_action == TradeAction.modify:
+        return keys.base_key(None, raw)
+    return keys.base_key(fields.order_id, raw)
 
 
 def _columns(fields: payload.SignalFields) -> dict[str, Any]:
