@@ -202,6 +202,15 @@ class Settings(BaseSettings):
             " 202 with the signal still received (TradingView gives up after 3 seconds)."
         ),
     )
+    signal_batch_max: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=64,
+        description=(
+            "SQLite: the most signals one writer thread stores in one transaction and then"
+            " executes in the next (group commit: signals arriving together share two"
+            " commits); 1 runs each signal in its own two transactions, as on PostgreSQL"
+            " and MariaDB, where concurrent transactions do the same job."
+        ),
+    )
     signal_max_order_value: Decimal | None = Field(
         default=None,
         gt=0,
