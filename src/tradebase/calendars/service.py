@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.orm import Session
 
 from tradebase.calendars.models import MarketHoliday, TradingHoursTemplate, TradingSession
@@ -44,8 +44,29 @@ class MarketState:
 def template_for(session: Session, exchange: str) -> TradingHoursTemplate | None:
     code = exchange.upper()
     code = ALIASES.get(code, code)
-    rows = _TEMPLATE.rows(session, {"code": code})
-    return load(session, TradingHoursTemplate, rows[0]._asdict()) if rows else None
+    # Read once per transaction: every order and signal asks, several times.
+    transaction = session.get_transaction()
+    memo: tuple[object, dict[str, dict[str, Any] | None]] | None = session.info.get(_MEMO)
+    if memo is None or memo[0] is not transaction:
+        memo = session.info[_MEMO] = (transaction, {})
+    if code not in memo[1]:
+        rows = _TEMPLATE.rows(session, {"code": code})
+        memo[1][code] = rows[0]._asdict() if rows else None
+    found = memo[1][code]
+    return None if found is None else load(session, TradingHoursTemplate, found)
+
+
+_MEMO = "tradebase.calendars.templates"
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_templates(session: Session, _context: Any) -> None:
+    """A template written through the session makes its transaction read them again."""
+    if _MEMO in session.info and any(
+        isinstance(obj, TradingHoursTemplate)
+        for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        del session.info[_MEMO]
 
 
 # Prepared once: every market order asks (core/prepared.py).

@@ -127,11 +127,15 @@ class OrderService:
         lookback_days: int | None = None,
         reduce_only: bool = False,
         deal_id: str | None = None,
+        venue: tuple[Portfolio, TradingAccount] | None = None,
     ) -> Order:
         """Place an order. Placing a ``client_order_id`` again returns the first order.
 
         ``deal_id``: the label of the position the fill opens (kept in ``algo_params``;
         unique among the portfolio's open positions, which the caller checks).
+
+        ``venue``: the portfolio (locked, as ``PortfolioService.venue`` locks it) and its
+        account, when the caller has read them for the principal already (signals).
 
         ``reduce_only``: the fill only reduces the opposite open position (a sell the long,
         a buy the short) and is refused beyond it; in hedging mode it is the closing fill.
@@ -148,7 +152,10 @@ class OrderService:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
                 return existing
-        portfolio, account = portfolio_service.venue(session, principal, portfolio_id)
+        if venue is not None and venue[0].id == portfolio_id:
+            portfolio, account = venue
+        else:
+            portfolio, account = portfolio_service.venue(session, principal, portfolio_id)
         if client_order_id is not None and not sqlite:  # again, under the portfolio lock
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:

@@ -323,11 +323,23 @@ class PortfolioService:
         direction: str,
     ) -> Decimal:
         """The quantity of the open position of that side (0 when there is none)."""
+        held = self.net_quantity(
+            session, portfolio_id, symbol=symbol, exchange=exchange, product=product
+        )
+        return held.get(direction, ZERO)
+
+    def net_quantity(
+        self, session: Session, portfolio_id: int, *, symbol: str, exchange: str, product: str
+    ) -> dict[str, Decimal]:
+        """The open quantity of each side (long, short) that has an open position."""
         rows = _OPEN_POSITIONS.rows(
             session,
             {"pid": portfolio_id, "symbol": symbol, "exchange": exchange, "product": product},
         )
-        return sum((row.quantity for row in rows if row.direction == direction), ZERO)
+        held: dict[str, Decimal] = {}
+        for row in rows:
+            held[row.direction] = held.get(row.direction, ZERO) + row.quantity
+        return held
 
     def apply_fill(
         self,

@@ -130,10 +130,10 @@ class Batcher:
                 assert stored is not None
                 signal_id = stored.id
                 try:
-                    with session.begin_nested():
-                        item.done = service.execute(
-                            session, signal_id, item.settings, stored=stored
-                        )
+                    # execute() runs the signal's work in a savepoint of its own: what
+                    # breaks there is rolled back, and the claim it made is overwritten
+                    # by mark_failed below.
+                    item.done = service.execute(session, signal_id, item.settings, stored=stored)
                 except Exception as exc:
                     log.exception("signal %s failed", signal_id)
                     if stored in session:

@@ -612,13 +612,10 @@ class SignalService:
     def _net(
         self, session: Session, portfolio: Portfolio, symbol: str, exchange: str, product: str
     ) -> Decimal:
-        def held(direction: str) -> Decimal:
-            return portfolio_service.open_quantity(
-                session, portfolio.id, symbol=symbol, exchange=exchange, product=product,
-                direction=direction,
-            )  # fmt: skip
-
-        return held(pnl.LONG) - held(pnl.SHORT)
+        held = portfolio_service.net_quantity(
+            session, portfolio.id, symbol=symbol, exchange=exchange, product=product
+        )
+        return held.get(pnl.LONG, ZERO) - held.get(pnl.SHORT, ZERO)
 
     def _plan(
         self,
@@ -946,6 +943,7 @@ class SignalService:
                 deployment_id=leg.deployment.id if leg.deployment is not None else None,
                 reduce_only=order.reduce_only,
                 deal_id=None if order.reduce_only else fields.deal_id,
+                venue=(leg.portfolio, leg.account),
             )
         except OrderRejected as exc:
             raise OrderRefused(
