@@ -12,6 +12,11 @@ same flags) on free loopback ports, then take turns: baseline, signals, baseline
     wrk -t2 -c8 -d<duration>s --latency -s bench/signals.lua http://127.0.0.1:<port> \
         -- /webhook/<key> <round tag>
 
+A third server in the same turns is the floor (``bench/raw_signal_app.py``): the same
+framework and server doing a signal's writes as literal SQL on the bare driver, against a
+database Tradebase migrated (every index and trigger), with none of Tradebase's code. It
+says how close any implementation of this data model can come to the bare endpoint.
+
 Every request is a distinct signal (order_id = round tag, wrk thread, counter), a market
 buy or sell of 1 BENCH on the always-open paper exchange with a price hint, alternating.
 Afterwards the database is checked: every signal processed with exactly one order and one
@@ -300,6 +305,14 @@ def bare_rows(url: str) -> int:
 # --- one engine ------------------------------------------------------------------------
 
 
+def raw_url_of(settings: Settings) -> str:
+    """The main database of *settings* as the bare drivers take it."""
+    url = settings.main_url
+    if url.drivername.startswith("sqlite"):
+        return f"sqlite:///{url.database}"
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def bench_engine(
     title: str,
     settings: Settings,
@@ -307,9 +320,17 @@ def bench_engine(
     bare_url: str,
     folder: Path,
     args: argparse.Namespace,
-) -> tuple[Side, Side, dict[str, Any], int]:
+    floor_settings: Settings,
+) -> tuple[Side, Side, Side, dict[str, Any], int]:
     trader = make_trader(settings)
-    tb_port, bare_port = free_port(), free_port()
+    floor_trader = make_trader(floor_settings)
+    with Engines(floor_settings).engine(Database.main).connect() as conn:
+        account_id = conn.execute(
+            text("SELECT account_id FROM portfolios WHERE id = :p"),
+            {"p": floor_trader.portfolio_id},
+        ).scalar_one()
+    ids = f"{floor_trader.user_id},{account_id},{floor_trader.portfolio_id}"
+    tb_port, bare_port, floor_port = free_port(), free_port(), free_port()
     python = sys.executable
     tradebase = Server(
         "tradebase serve",
@@ -323,14 +344,23 @@ def bench_engine(
          "--workers", "1", "--log-level", "warning"],
         {**env, "BARE_DB": bare_url}, folder / "bare.log",
     )  # fmt: skip
-    sides = {"baseline": Side(), "signals": Side()}
+    floor = Server(
+        "raw_signal_app",
+        [python, str(BENCH / "raw_signal_app.py"), "--port", str(floor_port),
+         "--workers", "1", "--log-level", "warning"],
+        {**env, "RAW_DB": raw_url_of(floor_settings), "RAW_IDS": ids},
+        folder / "floor.log",
+    )  # fmt: skip
+    sides = {"baseline": Side(), "floor": Side(), "signals": Side()}
     targets = {
         "baseline": (bare_port, "/webhook/bare"),
+        "floor": (floor_port, "/webhook/floor"),
         "signals": (tb_port, f"/webhook/{trader.webhook_key}"),
     }
     try:
         tradebase.wait_ready(tb_port, "/health")
         bare.wait_ready(bare_port, "/webhook/x")
+        floor.wait_ready(floor_port, "/docs")
         run_id = uuid.uuid4().hex[:6]
         load = dict(threads=args.threads, connections=args.connections)
         for port, path in targets.values():  # warm up both
@@ -349,28 +379,35 @@ def bench_engine(
     finally:
         tradebase.stop()
         bare.stop()
+        floor.stop()
     # The check covers every signal in the inbox, the warm-up's too; wrk's count is of the
     # measured rounds only (so the inbox holds at least that many).
     answered = sum(r.requests - r.non_2xx for r in sides["signals"].runs)
     verdict = check(settings, trader, answered)
-    return sides["baseline"], sides["signals"], verdict, bare_rows(bare_url)
+    return sides["baseline"], sides["floor"], sides["signals"], verdict, bare_rows(bare_url)
 
 
-def report(results: list[tuple[str, Side, Side, dict[str, Any], int]]) -> None:
+def report(results: list[tuple[str, Side, Side, Side, dict[str, Any], int]]) -> None:
     print("\nrequests/s, p50 and p99 in ms: medians of the rounds")
     header = (
         f"{'engine':12} {'baseline/s':>10} {'p50':>6} {'p99':>6}"
-        f" {'signals/s':>10} {'p50':>6} {'p99':>6} {'ratio':>6}  checked"
+        f" {'floor/s':>8} {'p50':>6} {'p99':>6}"
+        f" {'signals/s':>10} {'p50':>6} {'p99':>6}"
+        f" {'sig/base':>8} {'floor/base':>10} {'sig/floor':>9}  checked"
     )
     print(header)
-    for title, base, sig, verdict, _rows in results:
+    for title, base, floor, sig, verdict, _rows in results:
+        rate = {name: side.median("rate") for name, side in
+                (("base", base), ("floor", floor), ("sig", sig))}  # fmt: skip
         print(
-            f"{title:12} {base.median('rate'):10,.0f} {base.median('p50'):6.2f}"
-            f" {base.median('p99'):6.2f} {sig.median('rate'):10,.0f} {sig.median('p50'):6.2f}"
-            f" {sig.median('p99'):6.2f} {sig.median('rate') / base.median('rate'):6.2f}"
+            f"{title:12} {rate['base']:10,.0f} {base.median('p50'):6.2f}"
+            f" {base.median('p99'):6.2f} {rate['floor']:8,.0f} {floor.median('p50'):6.2f}"
+            f" {floor.median('p99'):6.2f} {rate['sig']:10,.0f} {sig.median('p50'):6.2f}"
+            f" {sig.median('p99'):6.2f} {rate['sig'] / rate['base']:8.2f}"
+            f" {rate['floor'] / rate['base']:10.2f} {rate['sig'] / rate['floor']:9.2f}"
             f"  {'ok' if verdict['ok'] else 'WRONG'}"
         )
-    for title, base, sig, verdict, rows in results:
+    for title, base, _floor, sig, verdict, rows in results:
         print(f"\n{title}: database check")
         for name, value in verdict.items():
             print(f"  {name}: {value}")
@@ -400,7 +437,13 @@ def main() -> None:
         settings = Settings(data_dir=folder)
         env = server_env({"TRADEBASE_DATA_DIR": str(folder)})
         bare_url = f"sqlite:///{folder / 'bare.db'}"
-        results.append(("SQLite", *bench_engine("SQLite", settings, env, bare_url, folder, args)))
+        floor_settings = Settings(data_dir=folder / "floor")
+        results.append(
+            (
+                "SQLite",
+                *bench_engine("SQLite", settings, env, bare_url, folder, args, floor_settings),
+            )
+        )
         shutil.rmtree(folder, ignore_errors=True)
     if args.postgres:
         import psycopg
@@ -408,21 +451,27 @@ def main() -> None:
         server = normalize_database_url(args.postgres)
         admin = server.set(drivername="postgresql", database="postgres")
         with psycopg.connect(admin.render_as_string(False), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{SCRATCH}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{SCRATCH}"')
+            for name in (SCRATCH, f"{SCRATCH}_floor"):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{name}"')
         url = server.set(database=SCRATCH).render_as_string(hide_password=False)
+        floor_url = server.set(database=f"{SCRATCH}_floor").render_as_string(hide_password=False)
         folder = Path(tempfile.mkdtemp(prefix="tb-bench-signals-pg-"))
         settings = Settings(data_dir=folder, database_url=url)
         env = server_env({"TRADEBASE_DATA_DIR": str(folder), "TRADEBASE_DATABASE_URL": url})
         bare_url = server.set(drivername="postgresql", database=SCRATCH).render_as_string(False)
+        floor_settings = Settings(data_dir=folder / "floor", database_url=floor_url)
         results.append(
-            ("PostgreSQL", *bench_engine("PostgreSQL", settings, env, bare_url, folder, args))
+            (
+                "PostgreSQL",
+                *bench_engine("PostgreSQL", settings, env, bare_url, folder, args, floor_settings),
+            )
         )
         shutil.rmtree(folder, ignore_errors=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     report(results)
-    if not all(r[3]["ok"] for r in results) or any(
-        s.total("non_2xx") or s.total("socket_errors") for r in results for s in r[1:3]
+    if not all(r[4]["ok"] for r in results) or any(
+        s.total("non_2xx") or s.total("socket_errors") for r in results for s in r[1:4]
     ):
         sys.exit(1)
 
