@@ -368,3 +368,44 @@ def test_hedging_opens_beside_and_closes_one_side(live: LiveServer) -> None:
             assert (order["side"], order["quantity"]) == expected
         rows = http.get(f"/api/v1/portfolios/{pid}/positions", headers=trader.auth).json()
         assert [(p["direction"], p["quantity"]) for p in rows] == [("short", "1")]
+
+
+def test_portfolio_names_where_the_order_goes(live: LiveServer) -> None:
+    trader = make_trader(live)
+    with live.client() as http:
+        made = http.post(
+            "/api/v1/portfolios",
+            json={"account_id": trader.account_id, "name": "swing"},
+            headers=trader.auth,
+        )
+        assert made.status_code == 201, made.text
+        swing = made.json()["id"]
+        funded = http.post(
+            f"/api/v1/portfolios/{swing}/deposits", json={"amount": "1000"}, headers=trader.auth
+        )
+        assert funded.status_code == 201
+        signal = {"ticker": "PFX", "side": "buy", "qty": "1", "price": "10"}
+        for n, name in enumerate(("swing", str(swing))):
+            sent = http.post(
+                f"/webhook/{trader.webhook_key}",
+                json={**signal, "portfolio": name, "order_id": f"p{n}"},
+            )
+            assert sent.status_code == 200, sent.text
+            [order] = sent.json()["signal"]["outcome"]["orders"]
+            assert order["portfolio_id"] == swing
+        default = http.post(f"/webhook/{trader.webhook_key}", json={**signal, "order_id": "p9"})
+        assert default.json()["signal"]["outcome"]["orders"][0]["portfolio_id"] == (
+            trader.portfolio_id
+        )
+        refusals = [
+            ({"portfolio": "nope"}, "portfolio: account 'paper acct' has no active portfolio"),
+            ({"portfolio": "swing", "strategy": "x"}, "send strategy or portfolio, not both"),
+        ]
+        for n, (extra, message) in enumerate(refusals):
+            sent = http.post(
+                f"/webhook/{trader.webhook_key}", json={**signal, **extra, "order_id": f"q{n}"}
+            )
+            assert sent.status_code == 422, sent.text
+            assert message in sent.json()["error"]["message"]
+        rows = http.get(f"/api/v1/portfolios/{swing}/positions", headers=trader.auth).json()
+    assert [(p["symbol"], p["quantity"]) for p in rows] == [("PFX", "2")]

@@ -37,6 +37,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "deal_id": ("deal_id",),
     "strategy": ("strategy",),
     "account": ("account",),
+    "portfolio": ("portfolio",),
     "product": ("product",),
     "comment": ("comment",),
     "timestamp": ("timestamp",),
@@ -61,6 +62,7 @@ _LENGTHS = {
     "comment": 500,
     "strategy": 100,
     "account": 100,
+    "portfolio": 100,
 }
 
 
@@ -88,6 +90,7 @@ class SignalFields:
     deal_id: str | None = None
     strategy: str | None = None
     account: str | None = None
+    portfolio: str | None = None
     product: str | None = None
     comment: str | None = None
     timestamp: datetime | None = None
@@ -142,7 +145,9 @@ def parse(payload: dict[str, Any]) -> SignalFields:
             if value is not None and value != "":
                 values[name] = value
                 break
-    for name in ("order_id", "symbol", "exchange", "deal_id", "comment", "strategy", "account"):
+    for name in (
+        "order_id", "symbol", "exchange", "deal_id", "comment", "strategy", "account", "portfolio",
+    ):  # fmt: skip
         if name in values:
             _text(fields, name, values[name])
     if fields.symbol is not None:

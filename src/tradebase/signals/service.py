@@ -524,6 +524,12 @@ class SignalService:
         account it names, else the user's primary (or first) active account; each through
         the deployment's portfolio or the account's first portfolio."""
         if fields.strategy is not None:
+            if fields.portfolio is not None:
+                raise SignalInvalid(
+                    "portfolio: a strategy's signal goes to the portfolios of its"
+                    " deployments; send strategy or portfolio, not both",
+                    details={"field": "portfolio"},
+                )
             strategy = self._strategy(session, principal, fields.strategy)
             strategy.last_signal_at = utc_now()
             deployments = strategy_service.active_deployments(session, strategy)
@@ -546,7 +552,29 @@ class SignalService:
                 )
             return legs
         account = self._account(session, principal, fields.account)
+        if fields.portfolio is not None:
+            return [Leg(self._named_portfolio(session, account, fields.portfolio), account)]
         return [Leg(self._portfolio(session, account, None), account)]
+
+    def _named_portfolio(self, session: Session, account: TradingAccount, name: str) -> Portfolio:
+        """The account's active portfolio called *name* (or with that id), locked as
+        ``_portfolio`` locks it."""
+        statement = select(Portfolio).where(
+            Portfolio.account_id == account.id, Portfolio.is_active.is_(True)
+        )
+        condition = Portfolio.name == name
+        if name.isdigit():
+            condition = or_(condition, Portfolio.id == int(name))
+        statement = statement.where(condition).order_by(Portfolio.id).limit(1)
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        portfolio = session.scalars(statement).first()
+        if portfolio is None:
+            raise AccountUnknown(
+                f"portfolio: account {account.account_name!r} has no active portfolio {name!r}",
+                details={"field": "portfolio", "account_id": account.id},
+            )
+        return portfolio
 
     def _strategy(self, session: Session, principal: Principal, name: str) -> Strategy:
         strategy = strategy_service.find(session, principal.user_id, name)
