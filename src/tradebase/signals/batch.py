@@ -1,18 +1,22 @@
-"""Group commit of signals on SQLite: the signals that arrive together are stored in one
-transaction and then executed in the next, by one writer thread.
+"""Group commit of signals: the signals that arrive together at one server process are
+stored in one transaction and then executed in the next, by one writer thread.
 
 SQLite has one writer at a time, so concurrent webhooks take turns on the write lock
 anyway (core/db.py); what each turn costs is mostly fixed: BEGIN, COMMIT (the WAL pages
-written, a checkpoint now and then), a session. Taking turns as a group pays those once
-per group. The inbox's promise is unchanged: a signal is durable (stored as received, its
-own row) before anything of it is executed, each signal is executed in a savepoint of its
-own (a refusal or a crash of one rolls back only its legs and is recorded as its outcome),
-and a signal is answered only once its outcome is committed. A process that dies between
+written, a checkpoint now and then), a session. On PostgreSQL each commit waits for its
+WAL flush. Taking turns as a group pays those once per group.
+
+The inbox's promise is unchanged: a signal is durable (stored as received, its own row)
+before anything of it is executed, each signal is executed in a savepoint of its own (a
+refusal or a crash of one rolls back only its legs and is recorded as its outcome), and a
+signal is answered only once its outcome is committed. A process that dies between
 the two transactions leaves the group's signals received, and recovery executes them
 (signals/service.py: recover).
 
-PostgreSQL and MariaDB run concurrent transactions, so there every request stores and
-executes its own signal (``submit``): batching would only serialize them.
+A group that cannot be stored (a deadlock with another process) leaves each request to
+store its own signal; a group whose execution is rolled back as a whole is executed again
+one signal per transaction. MariaDB runs each request's signal in its own transactions
+(``submit``): a duplicate key there can end in a deadlock that rolls back everything.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import queue
 import threading
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +55,7 @@ class Incoming:
     settings: Settings
     stored: Signal | None = None  # None: a copy of a signal in the inbox already
     refused: bool = False  # stored as rejected (a malformed body, a bad field): the answer
+    alone: bool = False  # the group could not be stored: the request goes its own way
     done: Signal | None = None  # executed by the group, committed, every column loaded
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
@@ -61,7 +67,10 @@ class Batcher:
     def __init__(self, factory: sessionmaker[Session], limit: int) -> None:
         self.factory = factory
         self.limit = limit
+        bind = factory.kw["bind"]
+        self.sqlite = bind.dialect.name == "sqlite"
         self.queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+        self.largest_group = 0  # the most signals one group has held (for tests and ops)
         self.thread = threading.Thread(target=self._loop, name="signal-writer", daemon=True)
         self.thread.start()
 
@@ -81,11 +90,24 @@ class Batcher:
                     group.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            self.largest_group = max(self.largest_group, len(group))
             try:
                 self._store(group)
-                self._execute([i for i in group if i.stored is not None])
-            except BaseException as exc:  # the whole group failed: each request says so
-                log.exception("a group of %d signal(s) failed", len(group))
+            except Exception:  # nothing was stored: each request stores its own signal
+                log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
+                for item in group:
+                    item.stored, item.alone = None, True
+                    item.finished.set()
+                continue
+            try:
+                try:
+                    self._execute(group)
+                except Exception:
+                    # Rolled back as a whole (a deadlock with another process, an outage of
+                    # a moment): the signals are stored, so each is executed on its own.
+                    log.warning("a group of %d signal(s) is executed one by one", len(group))
+                    self._one_by_one(group)
+            except BaseException as exc:
                 for item in group:
                     item.error = item.error or exc
             finally:
@@ -117,13 +139,16 @@ class Batcher:
                 else:
                     item.refused = item.stored.status != SignalStatus.received
 
+    def _savepoint(self, session: Session) -> Any:
+        """Nothing on SQLite (see _store and _execute), a savepoint elsewhere."""
+        return nullcontext() if self.sqlite else session.begin_nested()
+
     def _execute(self, group: list[Incoming]) -> None:
         from tradebase.signals.service import signal as service
 
-        pending = [i for i in group if i.stored is not None and not i.refused]
+        pending = _pending(group)
         if not pending:
             return
-        failed: list[Incoming] = []
         with unit_of_work(factory=self.factory) as session:
             for item in pending:
                 stored = item.stored
@@ -131,20 +156,36 @@ class Batcher:
                 signal_id = stored.id
                 try:
                     # execute() runs the signal's work in a savepoint of its own: what
-                    # breaks there is rolled back, and the claim it made is overwritten
-                    # by mark_failed below.
-                    item.done = service.execute(session, signal_id, item.settings, stored=stored)
+                    # breaks there is rolled back, and on SQLite the claim it made is
+                    # overwritten by mark_failed below (elsewhere a failed statement
+                    # spoils the transaction up to the enclosing savepoint).
+                    with self._savepoint(session):
+                        item.done = service.execute(
+                            session, signal_id, item.settings, stored=stored
+                        )
                 except Exception as exc:
                     log.exception("signal %s failed", signal_id)
                     if stored in session:
                         session.expunge(stored)
                     service.mark_failed(session, signal_id, f"{type(exc).__name__}: {exc}")
-                    failed.append(item)
-        for item in failed:
-            item.done = None  # answered from the database (signals/service.py: _wait)
+                    item.done = None  # answered from the database (service.py: _wait)
         for item in pending:
-            if item.done is not None and item.done.status not in _FINAL:
+            # PostgreSQL gives JSONB keys back in an order of its own: there the answer is
+            # read back, so that the first copy answers as its repeats do.
+            if item.done is not None and (not self.sqlite or item.done.status not in _FINAL):
                 item.done = None
+
+    def _one_by_one(self, group: list[Incoming]) -> None:
+        from tradebase.signals.service import run
+
+        for item in _pending(group):
+            assert item.stored is not None
+            run(self.factory, item.settings, item.stored.id)
+            item.done = None
+
+
+def _pending(group: list[Incoming]) -> list[Incoming]:
+    return [i for i in group if i.stored is not None and not i.refused]
 
 
 _FINAL = frozenset({SignalStatus.processed, SignalStatus.rejected, SignalStatus.failed})
@@ -156,11 +197,11 @@ _LOCK = threading.Lock()
 def batcher_for(factory: sessionmaker[Session], settings: Settings) -> Batcher | None:
     """The writer thread of *factory*'s SQLite file engine, when group commit is on."""
     bind = factory.kw.get("bind")
-    if (
-        settings.signal_batch_max <= 1
-        or not isinstance(bind, Engine)
-        or bind.dialect.name != "sqlite"
-        or bind.url.database in (None, "", ":memory:")
+    if settings.signal_batch_max <= 1 or not isinstance(bind, Engine):
+        return None
+    name = bind.dialect.name
+    if name not in ("sqlite", "postgresql") or (
+        name == "sqlite" and bind.url.database in (None, "", ":memory:")
     ):
         return None
     found = _BATCHERS.get(bind)

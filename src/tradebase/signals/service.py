@@ -1156,12 +1156,14 @@ def submit(
     now = utc_now()
     window = window or settings.signal_dedup_window_seconds
     writer = batch.batcher_for(factory, settings)
-    if writer is not None:  # SQLite: stored and executed with the signals arriving with it
+    item = None
+    if writer is not None:  # stored and executed with the signals arriving with it
         item = writer.submit(
             batch.Incoming(
                 user_id, raw, content_type, source_ip, source, redact, window, now, settings
             )
         )
+    if item is not None and not item.alone:
         if item.stored is None:
             return _repeat(factory, settings, user_id=user_id, raw=raw, at=now, window=window)
         if item.done is not None:
