@@ -70,8 +70,11 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
             source="api",
             settings=live.settings,
         )
+    from tradebase.core.db import engines
+
     env = live.scratch.env()
     get_settings.cache_clear()
+    engines.dispose()  # the process's engines may be another test's database's still
     try:
         first = CliRunner().invoke(app, ["signals", "recover"], env=env)
         assert first.exit_code == 0, first.output
@@ -80,8 +83,6 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
         assert again.output.strip() == "0 pending signal(s) executed"
     finally:
         get_settings.cache_clear()
-        from tradebase.core.db import engines
-
         engines.dispose()
     with unit_of_work(factory=factory, write=False) as session:
         row = session.get(Signal, stored.id)
