@@ -12,7 +12,8 @@ Which portfolio: the body's optional ``portfolio_id``, else the first portfolio 
 key owner's first active account in failover order (the primary first, then by
 priority); it must be on a paper account. Extra fields Tradebase reads: ``portfolio_id``
 and ``client_order_id`` (idempotent: the same id again answers the same orderid and
-places nothing). Unknown fields are ignored, as OpenAlgo clients send a few of their own.
+places nothing; kept per key owner as ``oa<user id>:<id>``, echoed as sent). Unknown
+fields are ignored, as OpenAlgo clients send a few of their own.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class PlaceOrder(_Body):
     price: Decimal = ZERO
     trigger_price: Decimal = ZERO
     disclosed_quantity: Decimal = ZERO
-    client_order_id: str | None = Field(default=None, min_length=1, max_length=100)
+    client_order_id: str | None = Field(default=None, min_length=1, max_length=80)
 
     @field_validator("quantity", "price", "trigger_price", "disclosed_quantity", mode="before")
     @classmethod
@@ -249,6 +250,19 @@ def _owned(session: Session, principal: Principal, portfolio: Portfolio, orderid
     return order
 
 
+def stored_client_id(user_id: int, client_order_id: str) -> str:
+    """How the facade keeps a client's ``client_order_id``: under the key owner's
+    namespace, so that two clients (or a Tradebase that is its own broker) never collide
+    on the unique orders.client_order_id."""
+    return f"oa{user_id}:{client_order_id}"
+
+
+def _client_id(order: Order) -> str | None:
+    prefix = f"oa{order.user_id}:"
+    coid = order.client_order_id
+    return coid[len(prefix) :] if coid and coid.startswith(prefix) else coid
+
+
 def _stamp(order: Order) -> str:
     return order.created_at.strftime("%d-%b-%Y %H:%M:%S")
 
@@ -268,7 +282,7 @@ def _order_row(order: Order) -> dict[str, Any]:
         "average_price": _text(order.average_fill_price),
         "timestamp": _stamp(order),
         # Tradebase's additions: what a client needs to find an order it lost track of.
-        "client_order_id": order.client_order_id,
+        "client_order_id": _client_id(order),
         "filled_quantity": _text(order.filled_quantity),
         "message": order.reject_reason,
     }
@@ -290,7 +304,9 @@ def _place(
         price=body.price or None,
         trigger_price=body.trigger_price or None,
         product=body.product,
-        client_order_id=body.client_order_id,
+        client_order_id=None
+        if body.client_order_id is None
+        else stored_client_id(principal.user_id, body.client_order_id),
         tag=body.strategy or None,
     )
     if body.disclosed_quantity and order.disclosed_quantity is None:
