@@ -24,6 +24,7 @@ account and then resolves their pending orders.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -76,6 +77,10 @@ class PostbackRefused(Unauthorized):
 
 class PostbackReplayed(Conflict):
     code = "postback_replayed"
+
+
+class OrderBeingSent(Conflict):
+    code = "order_being_sent"
 
 
 class PostbackInvalid(BadRequest):
@@ -237,6 +242,36 @@ class BrokerService:
                 return order_id
         self._record_status(engines, order_id, status)
         return order_id
+
+    def cancel(self, engines: Engines, principal: Principal, order_id: int) -> Order:
+        """Cancel an order. On a live account the broker cancels it first (outside any
+        transaction) and the order is recorded as the broker then reports it (cancelled, or
+        filled if it filled first); an order still being sent cannot be cancelled yet."""
+        factory = engines.session_factory(Database.main)
+        with unit_of_work(factory=factory) as session:
+            order = order_service.get(session, principal, order_id)
+            account = session.get(TradingAccount, order.account_id)
+            assert account is not None
+            if account.broker not in LIVE_BROKERS or order.status not in (
+                OrderStatus.pending,
+                OrderStatus.open,
+                OrderStatus.partially_filled,
+            ):
+                return order_service.cancel(session, principal, order_id)
+            require_writer(principal)
+            if order.exchange_order_id is None:
+                raise OrderBeingSent(
+                    f"order {order_id} is being sent to the broker: cancel it once it is open",
+                    details={"order_id": order_id, "status": order.status},
+                )
+            exchange_order_id = order.exchange_order_id
+        with self.adapter(engines, account, f"cancel order {order_id}") as broker:
+            with contextlib.suppress(BrokerRefused):  # e.g. it filled first: the status says
+                broker.cancel_order(exchange_order_id)
+            status = broker.order_status(exchange_order_id)
+        self._record_status(engines, order_id, status)
+        with unit_of_work(factory=factory, write=False) as session:
+            return order_service.get(session, principal, order_id)
 
     def _record_status(self, engines: Engines, order_id: int, status: BrokerOrder) -> None:
         self._record(

@@ -98,7 +98,7 @@ def amend_order(
 
 
 @router.delete("/{order_id}", response_model=schemas.OrderRead)
-def cancel_order(
-    order_id: OrderId, principal: WriteOrders, session: SessionDep
-) -> schemas.OrderRead:
-    return schemas.OrderRead.model_validate(order_service.cancel(session, principal, order_id))
+def cancel_order(order_id: OrderId, principal: WriteOrders, request: Request) -> schemas.OrderRead:
+    """Cancel an order; on a live account the broker cancels it first."""
+    order = broker_service.cancel(engines_of(request), principal, order_id)
+    return schemas.OrderRead.model_validate(order)
