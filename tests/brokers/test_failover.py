@@ -123,7 +123,7 @@ def _paper(server: Server, who: Principal, name: str, priority: int) -> tuple[in
         return account.id, portfolio.id
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mysql"], indirect=True)
 def test_broker_killed_mid_run_fails_over_and_comes_back(
     backend: str, scratch_factory: ScratchFactory, tmp_path: Path
 ) -> None:

@@ -26,6 +26,9 @@ def check(
     engines = Engines()
     try:
         if account is not None:
+            if not broker_service.exists(engines, account):
+                typer.echo(f"error: no trading account {account}", err=True)
+                raise typer.Exit(1)
             reports = [broker_service.check(engines, account)]
             if reports[0].connection_status == "connected":
                 broker_service.resolve_pending(engines, account_id=account)

@@ -57,6 +57,7 @@ from tradebase.credentials.service import credential as credential_service
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import Order, OrderStatus
 from tradebase.orders.service import order as order_service
+from tradebase.portfolios.errors import AccountNotFound
 from tradebase.portfolios.models import ConnectionStatus, Portfolio, TradingAccount
 from tradebase.portfolios.service import account as account_service
 from tradebase.strategies.models import FailoverEvent
@@ -415,7 +416,8 @@ class BrokerService:
         """Check one account's broker now and record the answer."""
         with unit_of_work(factory=engines.session_factory(Database.main), write=False) as s:
             account = s.get(TradingAccount, account_id)
-            assert account is not None
+            if account is None:
+                raise AccountNotFound(f"no trading account {account_id}")
         health: Health
         if account.broker == "paper":
             health = Health(True, "the paper broker is always up")
@@ -438,6 +440,10 @@ class BrokerService:
                 fresh.last_connected,
                 health.detail,
             )
+
+    def exists(self, engines: Engines, account_id: int) -> bool:
+        with unit_of_work(factory=engines.session_factory(Database.main), write=False) as s:
+            return s.get(TradingAccount, account_id) is not None
 
     def check_account(
         self, engines: Engines, principal: Principal, account_id: int
