@@ -131,3 +131,37 @@ def test_pending_orders_are_settled_when_the_broker_answers(live: LiveServer) ->
     assert "never received" in orders["p-stale"]["reject_reason"]
     at_broker = [row["client_order_id"] for row in book["data"]["orders"]]
     assert sorted(at_broker) == ["p-found", "p-fresh"]  # each once; the stale one never sent
+
+
+def test_the_job_syncs_an_open_order_that_filled_at_the_broker(live: LiveServer) -> None:
+    from tests.accounts.helpers import bearer, make_key, make_user
+
+    desk, trader = make_trader(live), make_trader(live)
+    account_id, pid = _live_account(live, desk, trader, desk.key)
+    _, admin_key = make_key(live, make_user(live, role="admin"))
+    with live.client() as http:
+        http.post(f"/api/v1/accounts/{account_id}/health/check", headers=trader.auth)
+        order = http.post(
+            "/api/v1/orders",
+            json={"portfolio_id": pid, "symbol": "SYNC", "exchange": "CRYPTO", "side": "buy",
+                  "quantity": "2", "order_type": "limit", "price": "9.5"},
+            headers=trader.auth,
+        ).json()  # fmt: skip
+        assert order["status"] == "open", order
+        # A bar at the broker reaches the limit: the desk's order fills there at 9.5.
+        bars = {"symbol": "SYNC", "exchange": "CRYPTO", "bars": [
+            {"timestamp": "2026-11-23T15:00:00Z", "open": "10", "high": "11", "low": "9",
+             "close": "10.5", "volume": "50"}]}  # fmt: skip
+        posted = http.post("/api/v1/prices", json=bars, headers=bearer(admin_key))
+        assert posted.status_code == 201 and posted.json()["fills"] == 1, posted.text
+        still = http.get(f"/api/v1/orders/{order['id']}", headers=trader.auth).json()
+        assert still["status"] == "open"  # this side learns it from the broker
+    broker_service.check_all(live.engines)
+    with live.client() as http:
+        synced = http.get(f"/api/v1/orders/{order['id']}", headers=trader.auth).json()
+        trades = http.get(f"/api/v1/portfolios/{pid}/trades", headers=trader.auth).json()
+    assert (synced["status"], synced["average_fill_price"]) == ("filled", "9.5")
+    assert [(t["quantity"], t["price"]) for t in trades] == [("2", "9.5")]
+    broker_service.check_all(live.engines)  # again: nothing moves twice
+    with live.client() as http:
+        assert len(http.get(f"/api/v1/portfolios/{pid}/trades", headers=trader.auth).json()) == 1

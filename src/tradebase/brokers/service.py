@@ -19,7 +19,8 @@ once the broker answers again (found: recorded; not found: rejected, never sent 
 
 Health. `check` asks the adapter (OpenAlgo: funds) and sets ``connection_status`` and, on
 success, ``last_connected``; the worker's ``broker-health`` job checks every active live
-account and then resolves their pending orders.
+account, then resolves its pending orders and syncs its open ones (`sync_open`: a resting
+order that filled or was cancelled at the broker).
 """
 
 from __future__ import annotations
@@ -453,6 +454,7 @@ class BrokerService:
         report = self.check(engines, account_id)
         if report.connection_status == ConnectionStatus.connected:
             self.resolve_pending(engines, account_id=account_id)
+            self.sync_open(engines, account_id=account_id)
         return report
 
     def check_all(self, engines: Engines) -> list[HealthReport]:
@@ -470,7 +472,42 @@ class BrokerService:
         for report in reports:
             if report.connection_status == ConnectionStatus.connected:
                 self.resolve_pending(engines, account_id=report.account_id)
+                self.sync_open(engines, account_id=report.account_id)
         return reports
+
+    def sync_open(self, engines: Engines, *, account_id: int) -> int:
+        """Ask the broker about the account's open live orders (a resting limit or stop
+        fills or is cancelled there) and record what changed; return how many changed."""
+        with unit_of_work(factory=engines.session_factory(Database.main), write=False) as s:
+            account = s.get(TradingAccount, account_id)
+            assert account is not None
+            open_orders = list(
+                s.execute(
+                    select(Order.id, Order.exchange_order_id)
+                    .where(
+                        Order.account_id == account_id,
+                        Order.status.in_([OrderStatus.open, OrderStatus.partially_filled]),
+                        Order.exchange_order_id.is_not(None),
+                    )
+                    .order_by(Order.id)
+                )
+            )
+        if not open_orders or account.broker not in LIVE_BROKERS:
+            return 0
+        changed = 0
+        with self.adapter(engines, account, "sync open orders") as broker:
+            for order_id, exchange_order_id in open_orders:
+                try:
+                    status = broker.order_status(str(exchange_order_id))
+                except BrokerRefused as exc:
+                    log.warning("order %s: the broker does not report it: %s", order_id, exc)
+                    continue
+                except BrokerUnreachable:
+                    break
+                if status.status not in (OrderStatus.open, OrderStatus.pending):
+                    self._record_status(engines, order_id, status)
+                    changed += 1
+        return changed
 
     def resolve_pending(
         self, engines: Engines, *, account_id: int, older_than: timedelta | None = None

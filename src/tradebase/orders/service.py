@@ -626,6 +626,8 @@ class OrderService:
         twap/vwap parents release their children; then the book fills, by order id.
         """
         found = self._bar_orders(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
+        # A live broker's order (it has the broker's id) fills and expires there, not here.
+        found = [o for o in found if o.exchange_order_id is None]
         due = [o for o in found if o.expires_at is not None and o.expires_at <= at]
         self._expire(session, due)
         fills = self._release_children(
@@ -711,7 +713,7 @@ class OrderService:
         the first bar after the close would; return how many expired. For a job or
         ``tradebase orders expire``."""
         due = session.scalars(due_query(at or utc_now()).order_by(Order.id)).all()
-        return self._expire(session, due)
+        return self._expire(session, [o for o in due if o.exchange_order_id is None])
 
     def _release_children(
         self, session: Session, parents: Sequence[Order], bar: Bar, at: datetime
