@@ -148,6 +148,7 @@ def test_a_timed_out_order_the_broker_never_got_fails_over(live: LiveServer, pro
     assert order["client_order_id"] == f"drop-1~fo{trader.account_id}"
     assert _desk_orders(live, desk, "drop-1") == []
     (event,) = _failovers(live, trader)
+    assert "did not answer placeorder within 3.0 s" in event["reason"], event
     assert (event["from_account_id"], event["to_account_id"], event["success"]) == (
         account_id, trader.account_id, True
     )  # fmt: skip
@@ -166,3 +167,14 @@ def test_cancelling_a_live_order_cancels_it_at_the_broker(live: LiveServer, prox
     assert cancelled.json()["status"] == "cancelled"
     (at_desk,) = _desk_orders(live, desk, "rest-1")
     assert at_desk["order_status"] == "cancelled"
+
+
+def test_a_live_resting_order_cannot_be_amended_here(live: LiveServer, proxy: Proxy) -> None:
+    _desk, trader, _account_id, pid = _setup(live, proxy)
+    order = _order(live, trader, pid, "amend-1", order_type="limit", price="40")
+    with live.client() as http:
+        answer = http.patch(
+            f"/api/v1/orders/{order['id']}", json={"price": "41"}, headers=trader.auth
+        )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "amend_refused"

@@ -27,6 +27,13 @@ class BrokerUnreachable(TradebaseError):
         self.maybe_sent = maybe_sent
 
 
+class BrokerTimeout(BrokerUnreachable):
+    """The broker took longer than TRADEBASE_BROKER_TIMEOUT_SECONDS to answer: the request
+    may have reached it."""
+
+    code = "broker_timeout"
+
+
 class BrokerRefused(Unprocessable):
     """The broker answered and said no (its message is the reason)."""
 

@@ -32,7 +32,7 @@ from tradebase.brokers.base import (
     Health,
     OrderRequest,
 )
-from tradebase.brokers.errors import BrokerRefused, BrokerUnreachable
+from tradebase.brokers.errors import BrokerRefused, BrokerTimeout, BrokerUnreachable
 
 # Tradebase order type <-> OpenAlgo pricetype (DESIGN §4: SL is stop_limit, SL-M stop_loss).
 PRICETYPE_OF = {"market": "MARKET", "limit": "LIMIT", "stop_limit": "SL", "stop_loss": "SL-M"}
@@ -120,7 +120,14 @@ class OpenAlgoBroker:
                 maybe_sent=False,
                 details={"endpoint": endpoint},
             ) from None
-        except httpx.HTTPError as exc:  # read/write timeout, broken connection
+        except httpx.TimeoutException as exc:  # read, write or pool: it may have arrived
+            raise BrokerTimeout(
+                f"broker at {self.base} did not answer {endpoint} within {self.timeout} s"
+                f" ({type(exc).__name__})",
+                maybe_sent=True,
+                details={"endpoint": endpoint},
+            ) from None
+        except httpx.HTTPError as exc:  # a broken connection, a protocol error
             raise BrokerUnreachable(
                 f"broker at {self.base} did not answer {endpoint}: {type(exc).__name__}",
                 maybe_sent=True,

@@ -1223,6 +1223,11 @@ class OrderService:
         """Change the price, stop or quantity of a resting order (not below what is filled)."""
         require_writer(principal)
         order = self.get(session, principal, order_id)
+        if order.exchange_order_id is not None:
+            raise AmendRefused(
+                "this order rests at a live broker: cancel it and place a new one",
+                details={"exchange_order_id": order.exchange_order_id},
+            )
         if order.order_type not in RESTING_TYPES or order.status not in RESTING:
             raise AmendRefused(
                 f"only a resting limit or stop order can be amended; this one is"
