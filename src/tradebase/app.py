@@ -148,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     from tradebase.accounts.router import router as accounts_router
     from tradebase.audit.router import router as audit_router
+    from tradebase.brokers.facade import router as openalgo_router
+    from tradebase.brokers.router import router as brokers_router
     from tradebase.calendars.router import router as calendars_router
     from tradebase.marketdata.router import router as prices_router
     from tradebase.mirroring.router import router as mirroring_router
@@ -166,5 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(mirroring_router)
     app.include_router(audit_router)
     app.include_router(signals_router)
+    app.include_router(brokers_router)
+    app.include_router(openalgo_router)
     redact_access_log()
     return app

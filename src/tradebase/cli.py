@@ -10,6 +10,7 @@ import typer
 from tradebase import __version__
 from tradebase.accounts.cli import keys_app, users_app
 from tradebase.audit.cli import app as audit_app
+from tradebase.brokers.cli import brokers_app
 from tradebase.config import SettingsError, get_settings
 from tradebase.credentials.cli import app as credentials_app
 from tradebase.ops.cli import app as db_app
@@ -45,6 +46,7 @@ app.command("portfolio")(portfolio_command)
 app.command("worker")(worker_command)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(strategies_app, name="strategies")
+app.add_typer(brokers_app, name="brokers")
 
 
 @app.command()

@@ -284,7 +284,7 @@ class Tradebase:
             priority=priority,
         )
         with self._unit("write:portfolio", write=True) as (session, who):
-            account = account_service.create(session, who, **body.model_dump())
+            account = account_service.create(session, who, **body.model_dump(exclude={"api_key"}))
             return AccountRead.model_validate(account)
 
     def list_accounts(self) -> list[AccountRead]:

@@ -352,6 +352,27 @@ class Settings(BaseSettings):
             " left pending (each server also does it when it starts)."
         ),
     )
+    schedule_broker_health: str = Field(
+        default="every 30s",
+        description=(
+            "When the worker checks every live broker account (connection_status,"
+            " last_connected) and resolves its orders left pending by an outage."
+        ),
+    )
+    broker_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=3.0,
+        description=(
+            "How long a call to a live broker (the OpenAlgo adapter) may take, connecting and"
+            " reading, before it counts as unreachable (and the order fails over)."
+        ),
+    )
+    postback_window_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(
+        default=300,
+        description=(
+            "Broker postbacks: how far a signed timestamp may be from now; older (replayed)"
+            " or later ones are refused."
+        ),
+    )
     job_modules: str | None = Field(
         default=None,
         description=(
@@ -386,6 +407,7 @@ class Settings(BaseSettings):
         "schedule_settle",
         "schedule_expire_orders",
         "schedule_recover",
+        "schedule_broker_health",
     )
     @classmethod
     def _valid_schedule(cls, value: str) -> str:

@@ -13,6 +13,9 @@ from tests.factories import create_account, create_order, create_portfolio
 from tradebase.core.db import Database, unit_of_work
 
 PUBLIC = {("POST", "/api/v1/auth/login"), ("GET", "/health"), ("GET", "/ready")}
+# Routes a broker calls, authenticated by an HMAC signature instead of a key or a login:
+# unsigned they answer 401 to anyone (tests/brokers/test_postbacks.py checks the rest).
+SIGNED = {("POST", "/api/v1/brokers/postbacks/{account_id}")}
 # Routes every signed-in user may call whatever the role, from a dashboard login only:
 # ending one's own session, changing one's own password and two-factor codes.
 SELF_SERVICE = {
@@ -94,6 +97,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/api/v1/strategies/{strategy_id}"): {"is_active": True},
     ("POST", "/api/v1/strategies/{strategy_id}/deployments"): {"account_id": 1},
     ("PATCH", "/api/v1/strategies/{strategy_id}/deployments/{deployment_id}"): {"status": "paused"},
+    ("PUT", "/api/v1/accounts/{account_id}/broker-key"): {"api_key": "tb_theirs"},
 }
 
 
@@ -107,6 +111,8 @@ def test_no_user_can_reach_another_users_rows(live: LiveServer) -> None:
     with live.client() as http:
         for method, path in routes(live):
             params = re.findall(r"{(\w+)}", path)
+            if (method, path) in SIGNED:
+                continue
             if (method, path) in SHARED:
                 shared = http.request(
                     method, path.replace("{exchange}", "NSE"), headers=bearer(bob_key)
@@ -171,7 +177,7 @@ def test_a_viewer_cannot_change_anything(live: LiveServer, via: str) -> None:
         writes = [
             (m, p)
             for m, p in routes(live)
-            if m not in ("GET", "HEAD") and (m, p) not in PUBLIC | SELF_SERVICE
+            if m not in ("GET", "HEAD") and (m, p) not in PUBLIC | SELF_SERVICE | SIGNED
         ]
         assert writes
         for method, path in writes:

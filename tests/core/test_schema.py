@@ -85,6 +85,8 @@ EXPECTED: dict[str, str] = {
     f" messages_received last_heartbeat {TS}",
     "failover_events": "id user_id from_account_id to_account_id order_id reason timestamp"
     " success error_message",
+    # brokers (issue 6): applied postbacks, the replay guard
+    "broker_postbacks": "id account_id postback_id order_id sent_at payload received_at",
     # identity (issue 3)
     "rate_limit_counters": "id bucket window_start count",
     "web_sessions": "id user_id token_hash ip_address user_agent created_at last_seen_at"

@@ -24,7 +24,7 @@ from tradebase.accounts.service import user as user_service
 from tradebase.accounts.service import web_session as web_session_service
 from tradebase.alerts.models import Alert, AlertRule, Webhook, WebhookDelivery
 from tradebase.audit.models import AuditLog
-from tradebase.brokers.models import WebsocketConnection
+from tradebase.brokers.models import BrokerPostback, WebsocketConnection
 from tradebase.calendars.models import MarketHoliday, TradingHoursTemplate
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
@@ -406,6 +406,16 @@ def _main(session: Session, settings: Any) -> None:
             timestamp=MOMENT,
             success=False,
             error_message="timeout ✗",
+        )
+    )
+    session.add(
+        BrokerPostback(
+            account_id=account.id,
+            postback_id="pb-✓-1",
+            order_id=child.id,
+            sent_at=MOMENT,
+            payload=NESTED,
+            received_at=MOMENT + timedelta(microseconds=1),
         )
     )
     nse = session.scalars(

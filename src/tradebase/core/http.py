@@ -103,6 +103,12 @@ def _key_principal(request: Request, token: str) -> Principal:
     return result.principal
 
 
+def key_principal(request: Request, token: str) -> Principal:
+    """The owner of API key *token* (counted against its rate limit), for routes that take
+    the key elsewhere than the Authorization header (the OpenAlgo facade's ``apikey``)."""
+    return _key_principal(request, token)
+
+
 def _session_principal(request: Request, cookie: str) -> Principal:
     from tradebase.accounts.service import web_session as web_session_service
 

@@ -263,6 +263,15 @@ def _recover(ctx: JobContext) -> JobResult:
     return {"signals": recover(factory, ctx.settings), "mirrored": resume(factory)}
 
 
+@job("broker-health", setting="schedule_broker_health")
+def _broker_health(ctx: JobContext) -> JobResult:
+    """Check every live broker account (connection status) and settle its pending orders."""
+    from tradebase.brokers.service import broker
+
+    reports = broker.check_all(ctx.engines)
+    return {str(r.account_id): r.connection_status for r in reports}
+
+
 # --- claiming and running a slot --------------------------------------------------------
 
 # Runs this process is executing now (several Runner objects may share a process).

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import AwareDatetime
 
 from tradebase.accounts.schemas import MAX_ID
+from tradebase.brokers.service import broker as broker_service
 from tradebase.core.auth import Principal
-from tradebase.core.http import SessionDep, require
+from tradebase.core.db import Database, unit_of_work
+from tradebase.core.http import SessionDep, engines_of, require
 from tradebase.orders import schemas
 from tradebase.orders.models import OrderSide, OrderStatus
 from tradebase.orders.service import order as order_service
@@ -22,12 +24,22 @@ OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.OrderRead)
 def place_order(
-    body: schemas.OrderCreate, principal: WriteOrders, session: SessionDep
+    body: schemas.OrderCreate, principal: WriteOrders, request: Request
 ) -> schemas.OrderRead:
     """Place an order; a market order on a paper account fills at once. A refused order
-    answers 422 with the reason and is kept as rejected."""
-    order = order_service.place(session, principal, **body.model_dump())
-    return schemas.OrderRead.model_validate(order)
+    answers 422 with the reason and is kept as rejected. On a live broker account the
+    order is stored pending, then sent (outside the transaction) and the answer is the
+    order as the broker left it, or, when the broker is unreachable, the order it failed
+    over to on the next healthy account."""
+    engines = engines_of(request)
+    with unit_of_work(factory=engines.session_factory(Database.main)) as session:
+        order = order_service.place(session, principal, **body.model_dump())
+        placed = schemas.OrderRead.model_validate(order)
+    if placed.status != OrderStatus.pending:
+        return placed
+    carried = broker_service.dispatch(engines, placed.id)
+    with unit_of_work(factory=engines.session_factory(Database.main), write=False) as session:
+        return schemas.OrderRead.model_validate(order_service.get(session, principal, carried))
 
 
 @router.get("", response_model=list[schemas.OrderRead])
@@ -86,7 +98,7 @@ def amend_order(
 
 
 @router.delete("/{order_id}", response_model=schemas.OrderRead)
-def cancel_order(
-    order_id: OrderId, principal: WriteOrders, session: SessionDep
-) -> schemas.OrderRead:
-    return schemas.OrderRead.model_validate(order_service.cancel(session, principal, order_id))
+def cancel_order(order_id: OrderId, principal: WriteOrders, request: Request) -> schemas.OrderRead:
+    """Cancel an order; on a live account the broker cancels it first."""
+    order = broker_service.cancel(engines_of(request), principal, order_id)
+    return schemas.OrderRead.model_validate(order)

@@ -73,6 +73,7 @@ class OrderRead(BaseModel):
     account_id: int
     portfolio_id: int | None
     client_order_id: str | None
+    exchange_order_id: str | None = None  # a live broker's order id
     symbol: str
     exchange: str
     side: str

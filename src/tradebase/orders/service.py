@@ -4,6 +4,7 @@ same transaction: order, events, trade, position and cash together, or none of t
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -160,6 +161,26 @@ class OrderService:
             existing = self._by_client_id(session, principal, client_order_id)
             if existing is not None:
                 return existing
+        if account.broker != "paper":
+            return self._place_live(
+                session,
+                principal,
+                portfolio,
+                client_order_id=client_order_id or f"tb-{uuid.uuid4().hex}",
+                symbol=symbol,
+                exchange=exchange,
+                side=side,
+                quantity=quantity,
+                order_type=order_type,
+                price=price,
+                trigger_price=trigger_price,
+                product=product,
+                time_in_force=time_in_force,
+                tag=tag,
+                signal_id=signal_id,
+                strategy_id=strategy_id,
+                deployment_id=deployment_id,
+            )
         if order_type in RESTING_TYPES:
             return self._place_resting(
                 session,
@@ -313,6 +334,157 @@ class OrderService:
             },
         )
         return placed
+
+    def _place_live(
+        self, session: Session, principal: Principal, portfolio: Portfolio, **fields: Any
+    ) -> Order:
+        """An order for a live broker account: stored ``pending`` under its deterministic
+        ``client_order_id``; `tradebase.brokers.service.dispatch` sends it after the
+        commit, outside any transaction, and records what the broker says. Refused here
+        (kept as rejected) when it cannot be sent: an algo type, a missing price, a buy
+        whose known value exceeds the cash."""
+        order_type = fields["order_type"]
+        values = {
+            **fields,
+            "user_id": portfolio.user_id,
+            "account_id": portfolio.account_id,
+            "portfolio_id": portfolio.id,
+            "status": OrderStatus.pending,
+            "algo_params": None,
+        }
+        now = utc_now()
+        try:
+            if order_type in ALGO_TYPES:
+                raise UnsupportedOrder(
+                    f"{order_type} orders run on the paper broker only; a live broker account"
+                    " takes market, limit, stop_loss and stop_limit orders",
+                    details={"order_type": order_type},
+                )
+            if order_type in (OrderType.limit, OrderType.stop_limit) and fields["price"] is None:
+                raise UnsupportedOrder(
+                    f"a {order_type} order needs a price (its limit)", details={"field": "price"}
+                )
+            if order_type in (OrderType.stop_loss, OrderType.stop_limit) and (
+                fields["trigger_price"] is None
+            ):
+                raise UnsupportedOrder(
+                    f"a {order_type} order needs a trigger_price (its stop)",
+                    details={"field": "trigger_price"},
+                )
+            if fields["price"] is not None:
+                fill = pnl.Fill(fields["side"], fields["quantity"], fields["price"], Decimal(0))
+                check_storable(fill)
+                portfolio_service.check_cash(portfolio, fill.cash_change)
+        except TradebaseError as refusal:
+            return self._reject(session, principal, values, refusal, now)
+        placed, created = self._insert_order(session, principal, values)
+        if not created:
+            return placed
+        self._write_events(
+            session, placed.id, [(OrderEventType.created, None, OrderStatus.pending, {})], now
+        )
+        audit_service.record(
+            session,
+            action="order.placed",
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type="order",
+            resource_id=placed.id,
+            ip_address=principal.ip_address,
+            details={
+                "symbol": fields["symbol"],
+                "side": fields["side"],
+                "type": order_type,
+                "quantity": str(fields["quantity"]),
+                "status": OrderStatus.pending,
+                "broker": "live",
+            },
+        )
+        return placed
+
+    def record_broker_outcome(
+        self,
+        session: Session,
+        order_id: int,
+        *,
+        status: str,
+        exchange_order_id: str | None = None,
+        filled_quantity: Decimal | None = None,
+        average_price: Decimal | None = None,
+        fee: Decimal = Decimal(0),
+        reason: str | None = None,
+        source: str = "broker",
+    ) -> bool:
+        """Record what a live broker says of an order: accepted (open), filled (position,
+        trade and cash booked at its average price), cancelled or rejected. Idempotent: a
+        move the order has made already, or cannot make from where it is, changes nothing
+        (False). The order's row is locked first, so a postback and the sender's own answer
+        cannot both book the fill."""
+        statement = select(Order).where(Order.id == order_id)
+        if session.get_bind().dialect.name != "sqlite":
+            statement = statement.with_for_update()
+        order = session.scalars(statement.execution_options(populate_existing=True)).one()
+        now = utc_now()
+        changed = False
+        if exchange_order_id and order.exchange_order_id is None:
+            order.exchange_order_id = exchange_order_id
+            changed = True
+        details = {"source": source}
+        if status == OrderStatus.rejected:
+            if order.status != OrderStatus.pending:
+                return changed
+            order.reject_reason = reason or "refused by the broker"
+            self._write_events(
+                session,
+                order.id,
+                [
+                    (
+                        OrderEventType.rejected,
+                        OrderStatus.pending,
+                        check_move(OrderStatus.pending, OrderStatus.rejected),
+                        {**details, "reason": order.reject_reason},
+                    )
+                ],
+                now,
+            )
+            order.status = OrderStatus.rejected
+            session.flush()
+            return True
+        if order.status == OrderStatus.pending:
+            self._write_events(
+                session,
+                order.id,
+                [(OrderEventType.accepted, OrderStatus.pending, OrderStatus.open, details)],
+                now,
+            )
+            order.status = OrderStatus.open
+            order.placed_at = now
+            changed = True
+        if status == OrderStatus.filled and order.status in RESTING:
+            quantity = (filled_quantity or order.quantity) - order.filled_quantity
+            if quantity > 0 and average_price is not None:
+                portfolio, _account = self._venue(session, order)
+                execution = Execution(quantity, average_price, fee, portfolio.base_currency)
+                order_values = {
+                    "id": order.id,
+                    "user_id": order.user_id,
+                    "side": order.side,
+                    "symbol": order.symbol,
+                    "exchange": order.exchange,
+                    "product": order.product,
+                    "signal_id": order.signal_id,
+                    "algo_params": order.algo_params,
+                }
+                trade_id = self._book(session, portfolio, order_values, execution, now)
+                self._add_fill(
+                    session, order, quantity, execution, now, {**details, "trade_id": trade_id}
+                )
+                changed = True
+        elif status == OrderStatus.cancelled and order.status in CANCELLABLE:
+            self._cancel_with_reason(session, order, reason or "cancelled at the broker", now)
+            changed = True
+        session.flush()
+        return changed
 
     def _place_resting(
         self, session: Session, principal: Principal, portfolio: Portfolio, **fields: Any
@@ -470,6 +642,8 @@ class OrderService:
         twap/vwap parents release their children; then the book fills, by order id.
         """
         found = self._bar_orders(session, symbol=symbol, exchange=exchange, bar=bar, at=at)
+        # A live broker's order (it has the broker's id) fills and expires there, not here.
+        found = [o for o in found if o.exchange_order_id is None]
         due = [o for o in found if o.expires_at is not None and o.expires_at <= at]
         self._expire(session, due)
         fills = self._release_children(
@@ -555,7 +729,7 @@ class OrderService:
         the first bar after the close would; return how many expired. For a job or
         ``tradebase orders expire``."""
         due = session.scalars(due_query(at or utc_now()).order_by(Order.id)).all()
-        return self._expire(session, due)
+        return self._expire(session, [o for o in due if o.exchange_order_id is None])
 
     def _release_children(
         self, session: Session, parents: Sequence[Order], bar: Bar, at: datetime
@@ -1069,6 +1243,11 @@ class OrderService:
         """Change the price, stop or quantity of a resting order (not below what is filled)."""
         require_writer(principal)
         order = self.get(session, principal, order_id)
+        if order.exchange_order_id is not None:
+            raise AmendRefused(
+                "this order rests at a live broker: cancel it and place a new one",
+                details={"exchange_order_id": order.exchange_order_id},
+            )
         if order.order_type not in RESTING_TYPES or order.status not in RESTING:
             raise AmendRefused(
                 f"only a resting limit or stop order can be amended; this one is"

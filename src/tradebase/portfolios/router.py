@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import AwareDatetime
 
 from tradebase.accounts.schemas import MAX_ID
+from tradebase.brokers.service import broker as broker_service
 from tradebase.core.auth import Principal
-from tradebase.core.http import SessionDep, require
+from tradebase.core.http import CredentialsSessionDep, SessionDep, require
 from tradebase.orders.models import OrderSide
 from tradebase.orders.schemas import TradeRead
 from tradebase.orders.service import order as order_service
@@ -39,9 +40,17 @@ def list_accounts(principal: ReadPortfolio, session: SessionDep) -> list[schemas
     response_model=schemas.AccountRead,
 )
 def create_account(
-    body: schemas.AccountCreate, principal: WritePortfolio, session: SessionDep
+    body: schemas.AccountCreate,
+    principal: WritePortfolio,
+    session: SessionDep,
+    credentials: CredentialsSessionDep,
 ) -> schemas.AccountRead:
-    account = account_service.create(session, principal, **body.model_dump())
+    """Add a trading account; an openalgo one takes host_url and api_key (stored
+    encrypted, never shown) and starts disconnected until its first health check."""
+    fields = body.model_dump(exclude={"api_key"})
+    account = account_service.create(session, principal, **fields)
+    if body.api_key is not None:
+        broker_service.set_api_key(credentials, principal, account, body.api_key)
     return schemas.AccountRead.model_validate(account)
 
 

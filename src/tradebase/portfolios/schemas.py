@@ -16,7 +16,24 @@ Money = Annotated[Decimal, Field(max_digits=38, decimal_places=18)]
 
 class AccountCreate(Strict):
     account_name: str = Field(min_length=3, max_length=100)
-    broker: str = Field(default="paper", pattern=r"^paper$", description="Only paper for now.")
+    broker: str = Field(
+        default="paper",
+        pattern=r"^(paper|openalgo)$",
+        description="paper (built in), or openalgo: an OpenAlgo REST host at host_url.",
+    )
+    host_url: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^https?://[^\s]+$",
+        description="openalgo: the host (http://127.0.0.1:5000; another Tradebase:"
+        " http://host:port/openalgo).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="openalgo: its apikey, kept encrypted in the credentials database; write-only.",
+    )
     fee_rate: Money = Field(default=Decimal(0), ge=0, lt=1, description="Fee = rate x value.")
     slippage_bps: Money = Field(default=Decimal(0), ge=0, le=10_000)
     is_primary: bool = False
@@ -34,6 +51,7 @@ class AccountRead(BaseModel):
     is_active: bool
     is_paper: bool
     priority: int
+    host_url: str | None
     fee_rate: Decimal
     slippage_bps: Decimal
     connection_status: str

@@ -61,12 +61,14 @@ class AccountService:
         slippage_bps: Decimal = ZERO,
         is_primary: bool = False,
         priority: int = 100,
+        host_url: str | None = None,
     ) -> TradingAccount:
         require_writer(principal)
         account = TradingAccount(
             user_id=principal.user_id,
             account_name=account_name,
             broker=broker,
+            host_url=host_url or "http://127.0.0.1:5000",
             fee_rate=fee_rate,
             slippage_bps=slippage_bps,
             is_primary=is_primary,
