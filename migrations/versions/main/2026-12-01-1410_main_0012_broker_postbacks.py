@@ -1,8 +1,8 @@
 """brokers: broker_postbacks (applied order-update postbacks, unique per account and id:
 the replay guard)
 
-Revision ID: main_0011
-Revises: main_0010
+Revision ID: main_0012
+Revises: main_0011
 Create Date: 2026-12-01 13:30:00.000000+00:00
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 import tradebase.core.ddl as tb
 
-revision: str = "main_0011"
-down_revision: str | Sequence[str] | None = "main_0010"
+revision: str = "main_0012"
+down_revision: str | Sequence[str] | None = "main_0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
