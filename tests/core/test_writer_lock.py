@@ -91,3 +91,29 @@ def test_writers_of_one_process_take_turns(scratch_factory: ScratchFactory) -> N
         assert count == 8 and most == 1
     finally:
         engines.dispose()
+
+
+def test_the_writer_lock_is_released_by_another_thread_and_reentrant_in_its_own() -> None:
+    """FastAPI enters a dependency's unit of work in one thread-pool thread and leaves it
+    in another: the lock must let that thread release it (an RLock refuses)."""
+    import threading
+
+    from tradebase.core.db import WriterLock
+
+    lock = WriterLock()
+    owner = lock.acquire(timeout=1)
+    assert owner == threading.get_ident()
+    assert lock.acquire(timeout=1) == owner  # again in its own thread: re-entrant
+    lock.release(owner)
+    taken: list[int | None] = []
+    other = threading.Thread(target=lambda: taken.append(lock.acquire(timeout=0.2)))
+    other.start()
+    other.join()
+    assert taken == [None]  # held: another thread waits, and gives up at its timeout
+    done = threading.Thread(target=lock.release, args=(owner,))  # released elsewhere
+    done.start()
+    done.join()
+    later = threading.Thread(target=lambda: taken.append(lock.acquire(timeout=1)))
+    later.start()
+    later.join()
+    assert taken[1] == later.ident  # free again: the other thread has it

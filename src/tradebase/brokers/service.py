@@ -668,6 +668,18 @@ class BrokerService:
         return session.scalars(statement.order_by(FailoverEvent.id.desc()).limit(limit)).all()
 
 
+def send_pending(engines: Engines, order_ids: Sequence[int]) -> None:
+    """Send those of *order_ids* that are live orders still pending, each as the order
+    router does (outside any transaction, failing over when the broker is unreachable):
+    the orders signals and mirror orders place, after their units of work, off the
+    request path. An order this leaves pending is settled by the broker-health job."""
+    for order_id in order_ids:
+        try:
+            broker.dispatch(engines, order_id)
+        except Exception:  # one broken send must not keep the others back
+            log.exception("order %s: sending it to its broker failed", order_id)
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The hex HMAC-SHA256 of ``<timestamp>.<body>`` under *secret*."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()

@@ -49,7 +49,37 @@ _BEGIN = {"": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLU
 # at 8 concurrent webhooks, bench/bench_signals.py). The writing units of work of a process
 # take turns on this lock instead, one per file engine (re-entrant: a nested one behaves as
 # before); other processes still meet on SQLite's lock and the busy timeout.
-_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+class WriterLock:
+    """Re-entrant for the thread that took it, and released by whichever thread ends the
+    unit of work: FastAPI enters a dependency's unit of work in one thread-pool thread and
+    leaves it in another, which a ``threading.RLock`` refuses ("cannot release un-acquired
+    lock"). The owner is the thread that acquired it; a release names that owner."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a plain Lock may be released by any thread
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self, timeout: float) -> int | None:
+        """Take the lock (or again, in its owner thread); the owner, or None on timeout."""
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return me
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        self._owner, self._depth = me, 1
+        return me
+
+    def release(self, owner: int) -> None:
+        assert self._owner == owner, "released by a unit of work that does not hold it"
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 _WRITER_WAIT_SECONDS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
@@ -140,7 +170,7 @@ def create_db_engine(
         engine = create_engine(url, **options)
         _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms, memory)
         if not memory:
-            _WRITERS[engine] = threading.RLock()
+            _WRITERS[engine] = WriterLock()
             _WRITER_WAIT_SECONDS[engine] = settings.sqlite_busy_timeout_ms / 1000
         return engine
     if pooled:
@@ -246,16 +276,16 @@ def unit_of_work(
 
 
 @contextmanager
-def _held(lock: threading.RLock, timeout: float) -> Iterator[None]:
+def _held(lock: WriterLock, timeout: float) -> Iterator[None]:
     """Hold *lock*, waiting at most *timeout* seconds: past it, go on without it and let
     SQLite's own lock and busy timeout decide (so that two units of work nested in
     opposite orders across the two databases cannot wait on each other for ever)."""
-    acquired = lock.acquire(timeout=timeout)
+    owner = lock.acquire(timeout=timeout)
     try:
         yield
     finally:
-        if acquired:
-            lock.release()
+        if owner is not None:
+            lock.release(owner)
 
 
 def _turn(session: Session, write: bool) -> Any:

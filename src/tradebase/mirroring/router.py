@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 
 from tradebase.accounts.schemas import MAX_ID
+from tradebase.brokers.service import send_pending
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, unit_of_work
 from tradebase.core.http import SessionDep, engines_of, require
@@ -17,6 +19,7 @@ from tradebase.mirroring import schemas
 from tradebase.mirroring.models import MirrorOrder
 from tradebase.mirroring.service import mirror as mirror_service
 from tradebase.mirroring.service import submit
+from tradebase.orders.models import Order, OrderStatus
 
 router = APIRouter(prefix="/api/v1", tags=["mirroring"])
 ReadOrders = Annotated[Principal, Depends(require("read:orders"))]
@@ -65,11 +68,23 @@ async def create_mirror_order(
 ) -> JSONResponse:
     """Place one order on every active account (primary first), sized by the allocation
     rule; each leg is its own order, and a refused leg leaves the others placed."""
-    factory = engines_of(request).session_factory(Database.main)
+    engines = engines_of(request)
+    factory = engines.session_factory(Database.main)
     mirror_id, new = await run_in_threadpool(submit, factory, principal, **body.model_dump())
     with unit_of_work(factory=factory, write=False) as session:
         answer = _read(session, mirror_service.get(session, principal, mirror_id))
-    return JSONResponse(answer.model_dump(mode="json"), status_code=201 if new else 200)
+        # Legs on live broker accounts are stored pending: sent once the answer is out.
+        pending = [
+            order.id
+            for leg in answer.legs
+            if leg.order_id is not None
+            and (order := session.get(Order, leg.order_id)) is not None
+            and order.status == OrderStatus.pending
+        ]
+    task = BackgroundTask(send_pending, engines, pending) if pending else None
+    return JSONResponse(
+        answer.model_dump(mode="json"), status_code=201 if new else 200, background=task
+    )
 
 
 @router.get("/mirror-orders", response_model=list[schemas.MirrorRead])

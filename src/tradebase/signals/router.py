@@ -11,9 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from tradebase.accounts.schemas import MAX_ID
+from tradebase.brokers.service import send_pending
 from tradebase.config import Settings
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, unit_of_work
@@ -87,7 +89,7 @@ async def webhook(webhook_key: str, request: Request) -> JSONResponse:
     """A TradingView-style signal, the webhook key in the path; the body JSON, sent as
     application/json or text/plain."""
     raw = await _body(request)
-    return _respond(await run_in_threadpool(_webhook, request, webhook_key, raw, None))
+    return _respond(await run_in_threadpool(_webhook, request, webhook_key, raw, None), request)
 
 
 @router.post("/webhook", responses=_ANSWERS, response_model=schemas.SignalAnswer)
@@ -100,7 +102,7 @@ async def webhook_key_in_body(request: Request) -> JSONResponse:
         raise SignalMalformed(f"{exc}; the webhook key goes in the URL or as key") from None
     if key is None:
         raise WebhookKeyInvalid("no webhook key: POST to /webhook/<key> or send it as key")
-    return _respond(await run_in_threadpool(_webhook, request, key, raw, key))
+    return _respond(await run_in_threadpool(_webhook, request, key, raw, key), request)
 
 
 def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -> inbox.Answer:
@@ -162,16 +164,24 @@ async def post_signal(request: Request, principal: WriteSignals) -> JSONResponse
         source_ip=client_ip(request),
         source="api",
     )
-    return _respond(answer)
+    return _respond(answer, request)
 
 
-def _respond(answer: inbox.Answer) -> JSONResponse:
+def _respond(answer: inbox.Answer, request: Request) -> JSONResponse:
     answer.raise_refusal()
     body = schemas.SignalAnswer(
         signal=schemas.SignalRead.model_validate(answer.signal), duplicate=answer.duplicate
     )
     status = 200 if answer.signal.status == SignalStatus.processed else 202
-    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+    # Orders on live broker accounts are stored pending: they are sent once the answer is
+    # out (TradingView waits 3 s at most; a broker may take longer), by the first copy.
+    pending = [
+        int(order["id"])
+        for order in (answer.signal.outcome or {}).get("orders", [])
+        if order.get("status") == "pending" and not answer.duplicate
+    ]
+    task = BackgroundTask(send_pending, engines_of(request), pending) if pending else None
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, background=task)
 
 
 @router.get("/api/v1/signals", response_model=list[schemas.SignalRead])
