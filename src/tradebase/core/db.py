@@ -44,6 +44,7 @@ def _is_memory(url: URL) -> bool:
 
 _BEGIN = {"": "BEGIN", "IMMEDIATE": "BEGIN IMMEDIATE", "EXCLUSIVE": "BEGIN EXCLUSIVE"}
 
+
 # SQLite's busy handler polls with sleeps of up to 100 ms, so writer threads of one process
 # that meet on the write lock wait far longer than the lock is held (a p99 of over a second
 # at 8 concurrent webhooks, bench/bench_signals.py). The writing units of work of a process
