@@ -107,9 +107,17 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    dispatcher = None
+    if settings.webhook_dispatch:  # outgoing webhooks: also here, any number of processes
+        from tradebase.alerts.delivery import Dispatcher
+
+        dispatcher = Dispatcher(engines, settings)
+        dispatcher.start()
     try:
         worker.run(stop)
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         engines.dispose()
 
 

@@ -46,6 +46,7 @@ from tradebase.core.prepared import Prepared
 from tradebase.core.time import utc_now
 from tradebase.credentials.models import CredentialKind, CredentialOwner
 from tradebase.credentials.service import credential as credential_service
+from tradebase.events.service import EventType, emit
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import OrderSide, OrderType
 from tradebase.orders.service import order as order_service
@@ -379,6 +380,8 @@ class SignalService:
         # (which costs more than the insert itself, bench/bench_signals.py).
         values.update(created_at=now, updated_at=now)
         signal_id = _INSERT_SIGNAL.scalar(session, values)
+        if refusal is not None:
+            _emit_rejected(session, user_id, signal_id, refusal, values)
         return attach(session, Signal, {**values, "id": signal_id})
 
     def first_copy(
@@ -420,6 +423,13 @@ class SignalService:
         except SignalRefused as refusal:
             for name, value in _rejection(refusal, now).items():
                 setattr(signal, name, value)
+            _emit_rejected(
+                session,
+                signal.user_id,
+                signal.id,
+                refusal,
+                {name: getattr(signal, name) for name in _SIGNAL_EVENT_FIELDS},
+            )
         else:
             # Set here rather than in _run: the signal's row is updated once, in this
             # flush, not also when the savepoint ends (an ORM flush per signal less).
@@ -1040,6 +1050,30 @@ def _columns(fields: payload.SignalFields) -> dict[str, Any]:
         "comment", "timestamp",
     )  # fmt: skip
     return {name: getattr(fields, name) for name in names}
+
+
+_SIGNAL_EVENT_FIELDS = ("source", "sender_order_id", "symbol", "exchange", "direction", "quantity")
+
+
+def _emit_rejected(
+    session: Session,
+    user_id: int,
+    signal_id: int,
+    refusal: TradebaseError,
+    values: dict[str, Any],
+) -> None:
+    emit(
+        session,
+        user_id,
+        EventType.signal_rejected,
+        {
+            "signal_id": signal_id,
+            **{name: values.get(name) for name in _SIGNAL_EVENT_FIELDS},
+            "reason": refusal.message,
+            "code": refusal.error_code,
+            "details": _plain(refusal.details),
+        },
+    )
 
 
 def _rejection(refusal: TradebaseError, at: Any) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""The outbox: an event is written with the change that causes it, and only then."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D  # noqa: N817
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tests.factories import create_user
+from tradebase.core.auth import Principal
+from tradebase.events.models import Event
+from tradebase.events.service import EventTypeInvalid, emit
+from tradebase.events.service import event as event_service
+from tradebase.orders.errors import OrderRejected
+from tradebase.orders.service import order as order_service
+from tradebase.portfolios.models import Portfolio
+from tradebase.portfolios.service import account as account_service
+from tradebase.portfolios.service import portfolio as portfolio_service
+
+
+def _trader(session: Session) -> Principal:
+    user = create_user(session)
+    return Principal(user_id=user.id, username=user.username, role="trader")
+
+
+def _portfolio(session: Session, who: Principal) -> Portfolio:
+    account = account_service.create(session, who, account_name="paper", fee_rate=D("0.001"))
+    portfolio = portfolio_service.create(session, who, account_id=account.id, name="main")
+    portfolio_service.deposit(session, who, portfolio.id, D(10000))
+    return portfolio
+
+
+def _events(session: Session, who: Principal) -> list[Event]:
+    return list(
+        session.scalars(select(Event).where(Event.user_id == who.user_id).order_by(Event.id))
+    )
+
+
+def test_fills_rejections_closes_and_cancels_are_events(session: Session) -> None:
+    who = _trader(session)
+    portfolio = _portfolio(session, who)
+    buy = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy", quantity=D(2),
+        price=D(100), client_order_id="b1",
+    )  # fmt: skip
+    with pytest.raises(OrderRejected):
+        order_service.place(
+            session, who, portfolio_id=portfolio.id, symbol="NOPRICE", side="buy", quantity=D(1)
+        )
+    order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="sell", quantity=D(2),
+        price=D(110),
+    )  # fmt: skip
+    resting = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy", quantity=D(1),
+        order_type="limit", price=D(50),
+    )  # fmt: skip
+    order_service.cancel(session, who, resting.id)
+    found = _events(session, who)
+    assert [e.event_type for e in found] == [
+        "order.filled",
+        "order.rejected",
+        "position.closed",
+        "order.filled",
+        "order.cancelled",
+    ]
+    filled = found[0].payload
+    assert filled["order_id"] == buy.id and filled["client_order_id"] == "b1"
+    assert (filled["symbol"], filled["side"], filled["status"]) == ("ACME", "buy", "filled")
+    assert filled["fill_quantity"] == "2" and filled["average_fill_price"] == "100"
+    assert "no price" in found[1].payload["reason"].lower() or found[1].payload["reason"]
+    closed = found[2].payload
+    assert (closed["symbol"], closed["direction"], closed["exit_price"]) == ("ACME", "long", "110")
+    assert D(closed["realized_pnl"]) == D(20) - D("0.2") - D("0.22")  # net of both fees
+    assert found[4].payload["order_id"] == resting.id
+
+
+def test_a_rolled_back_change_leaves_no_event(session: Session) -> None:
+    who = _trader(session)
+    portfolio = _portfolio(session, who)
+    savepoint = session.begin_nested()
+    order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy", quantity=D(1),
+        price=D(100),
+    )  # fmt: skip
+    assert len(_events(session, who)) == 1
+    savepoint.rollback()
+    assert _events(session, who) == []
+
+
+def test_callers_emit_their_own_events_and_read_them_back(session: Session) -> None:
+    who = _trader(session)
+    other = _trader(session)
+    emit(session, who.user_id, "failover", {"from": 1, "to": 2, "amount": D("1.50")})
+    emit(session, other.user_id, "failover", {"from": 3, "to": 4})
+    mine = event_service.list(session, who)
+    assert [(e.event_type, e.payload) for e in mine] == [
+        ("failover", {"from": 1, "to": 2, "amount": "1.5"})
+    ]
+    assert event_service.list(session, who, after_id=mine[0].id) == []
+    with pytest.raises(EventTypeInvalid):
+        emit(session, who.user_id, "Not A Type", {})
