@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_recover_signals, engines, settings)
+        if settings.redis_url:  # every commit with events tells the other processes' hubs
+            from tradebase.events.bus import bus, redis_channel
+
+            bus.publish_to(settings.redis_url, redis_channel(settings.main_url))
         dispatcher = None
         if settings.webhook_dispatch:
             from tradebase.alerts.delivery import Dispatcher

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal as D  # noqa: N817
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tests.conftest import Scratch
 from tests.factories import create_user
+from tradebase.core import migrate
 from tradebase.core.auth import Principal
+from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.core.time import utc_now
 from tradebase.events.models import Event
 from tradebase.events.service import EventTypeInvalid, emit
 from tradebase.events.service import event as event_service
+from tradebase.ops.retention import retention as retention_service
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import Portfolio
@@ -102,3 +108,30 @@ def test_callers_emit_their_own_events_and_read_them_back(session: Session) -> N
     assert event_service.list(session, who, after_id=mine[0].id) == []
     with pytest.raises(EventTypeInvalid):
         emit(session, who.user_id, "Not A Type", {})
+
+
+def test_old_events_are_pruned(scratch: Scratch) -> None:
+    settings = scratch.settings()
+    for database in Database:
+        migrate.upgrade(database, "head", settings=settings)
+    engines = Engines(settings)
+    factory = engines.session_factory(Database.main)
+    try:
+        with unit_of_work(factory=factory) as session:
+            who = _trader(session)
+            for _ in range(3):
+                emit(session, who.user_id, "failover", {})
+        with unit_of_work(factory=factory) as session:
+            oldest = min(e.id for e in event_service.list(session, who))
+            session.execute(
+                update(Event)
+                .where(Event.id == oldest)
+                .values(created_at=utc_now() - timedelta(days=31))
+            )
+        [report] = retention_service.prune(factory, settings, tables=["events"])
+        assert report.done == 1
+        with unit_of_work(factory=factory, write=False) as session:
+            assert oldest not in {e.id for e in event_service.list(session, who)}
+            assert len(event_service.list(session, who)) == 2
+    finally:
+        engines.dispose()

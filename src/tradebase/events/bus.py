@@ -33,6 +33,7 @@ class LocalBus:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self._publishers: dict[str, _RedisPublisher] = {}
+        self._configured = False  # publish_to was called, or the settings were consulted
 
     def listen(self, callback: Callable[[], None]) -> None:
         with self._lock:
@@ -43,14 +44,19 @@ class LocalBus:
             if callback in self._listeners:
                 self._listeners.remove(callback)
 
-    def publish_to(self, redis_url: str, channel: str) -> None:
-        """Publish every commit with events of this process to Redis (idempotent)."""
+    def publish_to(self, redis_url: str, channel: str, *, threaded: bool = True) -> None:
+        """Publish every commit with events of this process to Redis (idempotent): from a
+        thread of its own in servers and workers, at the commit in one-shot commands."""
         with self._lock:
+            self._configured = True
             key = f"{redis_url} {channel}"
             if key not in self._publishers:
-                self._publishers[key] = _RedisPublisher(redis_url, channel)
+                self._publishers[key] = _RedisPublisher(redis_url, channel, threaded)
 
     def committed(self) -> None:
+        if not self._configured:  # a CLI command or a script: the environment's settings
+            self._configured = True
+            self._from_settings()
         with self._lock:
             listeners = list(self._listeners)
             publishers = list(self._publishers.values())
@@ -61,6 +67,16 @@ class LocalBus:
                 callback()
             except Exception:  # a listener's failure must not fail the caller's commit
                 log.exception("event listener failed")
+
+    def _from_settings(self) -> None:
+        from tradebase.config import SettingsError, get_settings
+
+        try:
+            settings = get_settings()
+        except SettingsError:
+            return
+        if settings.redis_url:
+            self.publish_to(settings.redis_url, redis_channel(settings.main_url), threaded=False)
 
 
 bus = LocalBus()
@@ -81,15 +97,26 @@ class _RedisPublisher:
     """Publishes on a thread of its own, so that no commit waits for Redis; pokes that
     arrive while it publishes make one more message, not one each."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, threaded: bool = True) -> None:
         self.url = url
         self.channel = channel
+        self.threaded = threaded
         self._poked = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="events-redis-pub", daemon=True)
-        self._thread.start()
+        if threaded:
+            threading.Thread(target=self._run, name="events-redis-pub", daemon=True).start()
 
     def poke(self) -> None:
-        self._poked.set()
+        if self.threaded:
+            self._poked.set()
+            return
+        import redis
+
+        try:
+            client: Any = redis.Redis.from_url(self.url, socket_timeout=2)
+            with client:
+                client.publish(self.channel, "1")
+        except Exception as exc:  # the hubs' safety poll still finds the events
+            log.warning("could not publish events to Redis: %s", exc)
 
     def _run(self) -> None:
         import redis

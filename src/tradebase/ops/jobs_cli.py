@@ -107,6 +107,10 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.redis_url:  # the events this worker writes reach the servers' streams
+        from tradebase.events.bus import bus, redis_channel
+
+        bus.publish_to(settings.redis_url, redis_channel(settings.main_url))
     dispatcher = None
     if settings.webhook_dispatch:  # outgoing webhooks: also here, any number of processes
         from tradebase.alerts.delivery import Dispatcher
