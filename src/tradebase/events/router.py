@@ -173,9 +173,12 @@ async def _pump(
 
     async def receive() -> None:  # notices the client leaving; answers its pings
         while True:
-            text = await websocket.receive_text()
-            with contextlib.suppress(ValueError):
-                if json.loads(text).get("type") == "ping":
+            received = await websocket.receive()
+            if received["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(received.get("code", 1000))
+            with contextlib.suppress(ValueError, TypeError):
+                sent = json.loads(received.get("text") or "null")
+                if isinstance(sent, dict) and sent.get("type") == "ping":
                     await websocket.send_text(json.dumps({"type": "pong", "at": _now()}))
 
     listener = asyncio.create_task(receive())

@@ -58,8 +58,18 @@ class EventTypeInvalid(Unprocessable):
     code = "event_type_invalid"
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """*value* as JSON: decimals as exact text, times as ISO 8601, enums by value."""
+    kind = type(value)
+    if kind in _AS_IS:  # exact types first: this runs for every field of every event
+        return value
+    if kind is Decimal:
+        return str(canonical(value))
+    if kind is dict:
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, Decimal):
         return str(canonical(value))
     if isinstance(value, datetime | date):

@@ -1,0 +1,74 @@
+"""Several dispatchers on one database: each event fans out once and each attempt is sent
+by one of them (compare-and-set claims), on every engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+from tests.alerts.receiver import Receiver, verify
+from tests.conftest import Scratch
+from tests.factories import create_user
+from tradebase.alerts.delivery import Dispatcher, backoff
+from tradebase.alerts.service import webhook as webhook_service
+from tradebase.config import Settings
+from tradebase.core import migrate
+from tradebase.core.auth import Principal
+from tradebase.core.db import Database, Engines, unit_of_work
+from tradebase.events.service import emit
+
+
+def test_two_dispatchers_send_each_event_once(scratch: Scratch) -> None:
+    settings = scratch.settings().model_copy(update={"webhook_concurrency": 4})
+    for database in Database:
+        migrate.upgrade(database, "head", settings=settings)
+    receiver = Receiver()
+    engines = [Engines(settings), Engines(settings)]
+    main = engines[0].session_factory(Database.main)
+    try:
+        with (
+            unit_of_work(factory=main) as session,
+            unit_of_work(factory=engines[0].session_factory(Database.credentials)) as creds,
+        ):
+            user = create_user(session)
+            who = Principal(user_id=user.id, username=user.username, role="trader")
+            _, secret = webhook_service.create(
+                session, creds, who, url=receiver.url, events=["failover"], settings=settings
+            )
+        with unit_of_work(factory=main) as session:
+            for n in range(30):
+                emit(session, who.user_id, "failover", {"n": n})
+            emit(session, who.user_id, "order.filled", {"not": "subscribed"})
+        dispatchers = [Dispatcher(e, settings) for e in engines]
+        start = threading.Barrier(2)
+
+        def run(dispatcher: Dispatcher) -> None:
+            start.wait()
+            for _ in range(5):
+                dispatcher.tick()
+
+        threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        got = receiver.wait(30)
+        for dispatcher in dispatchers:
+            dispatcher.stop()  # waits for the requests in flight
+        got = list(receiver.requests)
+        assert secret is not None and all(verify(secret, r) for r in got)
+        ids = Counter(json.loads(r.body)["id"] for r in got)
+        assert len(ids) == 30 and set(ids.values()) == {1}, ids
+        assert sorted(json.loads(r.body)["data"]["n"] for r in got) == list(range(30))
+    finally:
+        receiver.close()
+        for e in engines:
+            e.dispose()
+
+
+def test_the_back_off_doubles_up_to_its_cap() -> None:
+    settings = Settings(webhook_retry_base_seconds=10, webhook_retry_max_seconds=3600)
+    assert [backoff(n, settings) for n in range(1, 11)] == [
+        10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600,
+    ]  # fmt: skip
