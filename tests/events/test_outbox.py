@@ -135,3 +135,17 @@ def test_old_events_are_pruned(scratch: Scratch) -> None:
             assert len(event_service.list(session, who)) == 2
     finally:
         engines.dispose()
+
+
+def test_an_expired_day_order_is_an_event(session: Session) -> None:
+    who = _trader(session)
+    portfolio = _portfolio(session, who)
+    day = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy", quantity=D(1),
+        order_type="limit", price=D(50), time_in_force="DAY",
+    )  # fmt: skip
+    assert day.expires_at is not None
+    assert order_service.expire_day_orders(session, at=day.expires_at + timedelta(seconds=1)) == 1
+    [expired] = [e for e in _events(session, who) if e.event_type == "order.expired"]
+    assert expired.payload["order_id"] == day.id and "DAY order" in expired.payload["reason"]
+    assert expired.payload["status"] == "expired"

@@ -134,6 +134,21 @@ def test_resume_after_an_id_replays_what_was_missed(stream_live: LiveServer) -> 
         assert event is not None and event["data"]["order_id"] == live_one
 
 
+def test_a_rejected_signal_is_streamed(stream_live: LiveServer) -> None:
+    key, _ = trader(stream_live)
+    with connect(ws_url(stream_live.url), additional_headers=bearer(key)) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        with stream_live.client(headers=bearer(key)) as http:
+            refused = http.post("/api/v1/signals", json={"action": "buy", "qty": "1"})
+            assert refused.status_code == 422, refused.text
+            signal_id = refused.json()["error"]["details"]["signal_id"]
+            listed = http.get("/api/v1/events", params={"type": "signal.rejected"}).json()
+        event = next_event(ws, timeout=2)
+        assert event is not None and event["type"] == "signal.rejected", event
+        assert event["data"]["signal_id"] == signal_id and event["data"]["reason"]
+        assert [e["id"] for e in listed] == [event["id"]]
+
+
 def _refused(ws: ClientConnection) -> tuple[dict[str, Any], int]:
     error = json.loads(ws.recv(timeout=5))
     with pytest.raises(ConnectionClosed) as closed:
