@@ -20,6 +20,7 @@ from tradebase.events.service import EventTypeInvalid, emit
 from tradebase.events.service import event as event_service
 from tradebase.ops.retention import retention as retention_service
 from tradebase.orders.errors import OrderRejected
+from tradebase.orders.matching import Bar
 from tradebase.orders.service import order as order_service
 from tradebase.portfolios.models import Portfolio
 from tradebase.portfolios.service import account as account_service
@@ -149,3 +150,26 @@ def test_an_expired_day_order_is_an_event(session: Session) -> None:
     [expired] = [e for e in _events(session, who) if e.event_type == "order.expired"]
     assert expired.payload["order_id"] == day.id and "DAY order" in expired.payload["reason"]
     assert expired.payload["status"] == "expired"
+
+
+def test_a_bar_that_fills_part_of_a_resting_order_is_a_partial_fill_then_a_fill(
+    session: Session,
+) -> None:
+    who = _trader(session)
+    portfolio = _portfolio(session, who)
+    resting = order_service.place(
+        session, who, portfolio_id=portfolio.id, symbol="ACME", side="buy", quantity=D(2),
+        order_type="limit", price=D(50), participation=D("0.5"),
+    )  # fmt: skip
+    bar = Bar(D(50), D(51), D(49), D(50), D(2))  # half of a volume of 2: 1 of the 2
+    at = utc_now()
+    order_service.match_bar(session, symbol="ACME", exchange="paper", bar=bar, at=at)
+    order_service.match_bar(
+        session, symbol="ACME", exchange="paper", bar=bar, at=at + timedelta(minutes=1)
+    )
+    fills = [e.payload for e in _events(session, who) if e.event_type.startswith("order.")]
+    assert [(p["status"], p["fill_quantity"], p["filled_quantity"]) for p in fills] == [
+        ("partially_filled", "1", "1"),
+        ("filled", "1", "2"),
+    ]
+    assert {p["order_id"] for p in fills} == {resting.id}

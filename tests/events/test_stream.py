@@ -149,6 +149,29 @@ def test_a_rejected_signal_is_streamed(stream_live: LiveServer) -> None:
         assert [e["id"] for e in listed] == [event["id"]]
 
 
+def test_an_event_that_commits_after_a_later_one_still_arrives(stream_live: LiveServer) -> None:
+    """Ids are taken before commit: the hub looks again for the id it skipped."""
+    if stream_live.scratch.backend == "sqlite":
+        pytest.skip("one writer at a time on SQLite: ids commit in order")
+    from tradebase.core.db import unit_of_work
+    from tradebase.events.service import emit
+
+    key, _ = trader(stream_live)
+    with connect(ws_url(stream_live.url), additional_headers=bearer(key)) as ws:
+        user_id = json.loads(ws.recv(timeout=5))["user_id"]
+        factory = stream_live.engines.session_factory(Database.main)
+        with unit_of_work(factory=factory) as slow:
+            emit(slow, user_id, "failover", {"which": "slow"})
+            slow.flush()
+            with unit_of_work(factory=factory) as fast:
+                emit(fast, user_id, "failover", {"which": "fast"})
+            first = next_event(ws, timeout=2)
+            assert first is not None and first["data"] == {"which": "fast"}
+        second = next_event(ws, timeout=2)
+        assert second is not None and second["data"] == {"which": "slow"}
+        assert second["id"] < first["id"]
+
+
 def _refused(ws: ClientConnection) -> tuple[dict[str, Any], int]:
     error = json.loads(ws.recv(timeout=5))
     with pytest.raises(ConnectionClosed) as closed:
