@@ -7,10 +7,14 @@ import json
 import threading
 from collections import Counter
 
+import pytest
+
 from tests.alerts.receiver import Receiver, verify
 from tests.conftest import Scratch
 from tests.factories import create_user
 from tradebase.alerts.delivery import Dispatcher, backoff
+from tradebase.alerts.errors import WebhookUrlInvalid
+from tradebase.alerts.service import check_url
 from tradebase.alerts.service import webhook as webhook_service
 from tradebase.config import Settings
 from tradebase.core import migrate
@@ -72,3 +76,13 @@ def test_the_back_off_doubles_up_to_its_cap() -> None:
     assert [backoff(n, settings) for n in range(1, 11)] == [
         10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600,
     ]  # fmt: skip
+
+
+def test_private_addresses_are_refused_when_the_server_says_so() -> None:
+    closed = Settings(webhook_allow_private=False)
+    for url in ("http://127.0.0.1:8080/hook", "https://10.1.2.3/x", "http://[::1]/x"):
+        with pytest.raises(WebhookUrlInvalid, match="private address"):
+            check_url(url, closed)
+    assert check_url("http://127.0.0.1:8080/hook", Settings()) == "http://127.0.0.1:8080/hook"
+    with pytest.raises(WebhookUrlInvalid, match="no host"):
+        check_url("http:///nohost", Settings())

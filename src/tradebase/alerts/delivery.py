@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tradebase import __version__
 from tradebase.accounts.service import require_writer
 from tradebase.alerts.models import DeliveryStatus, Webhook, WebhookDelivery
-from tradebase.alerts.service import matches, secret_identity
+from tradebase.alerts.service import check_url, matches, secret_identity
 from tradebase.alerts.service import webhook as webhook_service
 from tradebase.config import Settings
 from tradebase.core.auth import Principal
@@ -341,9 +341,10 @@ class Dispatcher:
                 self.record(delivery, hook, sent, retry=False)
                 return
             try:
+                _recheck(hook.url, self.settings)
                 secret = self._secrets.get(hook)
             except TradebaseError as exc:
-                sent = Sent(False, utc_now(), None, None, f"no signing secret: {exc.message}", 0)
+                sent = Sent(False, utc_now(), None, None, exc.message, 0)
             else:
                 sent = post(
                     self._http,
@@ -431,6 +432,13 @@ class Dispatcher:
                 )
 
 
+def _recheck(url: str, settings: Settings) -> None:
+    """Without WEBHOOK_ALLOW_PRIVATE, look at the host again before each request: its
+    name may resolve to a private address by now."""
+    if not settings.webhook_allow_private:
+        check_url(url, settings)
+
+
 def _finish(session: Session, delivery_id: int, sent: Sent, now: datetime) -> bool:
     moved = session.execute(
         update(WebhookDelivery)
@@ -480,9 +488,10 @@ def send_test(engines: Engines, principal: Principal, webhook_id: int) -> Webhoo
         session.add(delivery)
         session.flush()
     try:
+        _recheck(hook.url, settings)
         secret = Secrets(engines.session_factory(Database.credentials)).get(hook)
     except TradebaseError as exc:
-        sent = Sent(False, utc_now(), None, None, f"no signing secret: {exc.message}", 0)
+        sent = Sent(False, utc_now(), None, None, exc.message, 0)
     else:
         with httpx.Client(timeout=settings.webhook_timeout_seconds) as client:
             sent = post(
