@@ -4,8 +4,12 @@ by one of them (compare-and-set claims), on every engine."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +20,7 @@ from tradebase.alerts.delivery import Dispatcher, backoff
 from tradebase.alerts.errors import WebhookUrlInvalid
 from tradebase.alerts.service import check_url
 from tradebase.alerts.service import webhook as webhook_service
-from tradebase.config import Settings
+from tradebase.config import Settings, get_settings
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
 from tradebase.core.db import Database, Engines, unit_of_work
@@ -86,3 +90,52 @@ def test_private_addresses_are_refused_when_the_server_says_so() -> None:
     assert check_url("http://127.0.0.1:8080/hook", Settings()) == "http://127.0.0.1:8080/hook"
     with pytest.raises(WebhookUrlInvalid, match="no host"):
         check_url("http:///nohost", Settings())
+
+
+@pytest.mark.slow
+def test_the_worker_process_sends_webhooks_too(
+    scratch: Scratch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # this process writes the signing secret under the master key the worker reads it with
+    monkeypatch.setenv("TRADEBASE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    settings = scratch.settings().model_copy(update={"data_dir": tmp_path})
+    for database in Database:
+        migrate.upgrade(database, "head", settings=settings)
+    engines = Engines(settings)
+    receiver = Receiver()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBASE_")}
+    env |= {
+        **scratch.env(),
+        "TRADEBASE_DATA_DIR": str(tmp_path),
+        "TRADEBASE_WEBHOOK_POLL_SECONDS": "0.1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tradebase", "worker", "--job", "recover"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("ab"),
+    )
+    try:
+        with (
+            unit_of_work(factory=engines.session_factory(Database.main)) as session,
+            unit_of_work(factory=engines.session_factory(Database.credentials)) as creds,
+        ):
+            user = create_user(session)
+            who = Principal(user_id=user.id, username=user.username, role="trader")
+            _, secret = webhook_service.create(
+                session, creds, who, url=receiver.url, events=["failover"], settings=settings
+            )
+        with unit_of_work(factory=engines.session_factory(Database.main)) as session:
+            emit(session, who.user_id, "failover", {"from": "a", "to": "b"})
+        [request] = receiver.wait(1, timeout=30)
+        assert secret is not None and verify(secret, request)
+        assert json.loads(request.body)["data"] == {"from": "a", "to": "b"}
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        receiver.close()
+        engines.dispose()
+        monkeypatch.undo()
+        get_settings.cache_clear()
