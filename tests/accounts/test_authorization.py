@@ -43,6 +43,7 @@ def routes(live: LiveServer) -> list[tuple[str, str]]:
 def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
     """An account, a portfolio and an order (plus its key) owned by a user: their ids."""
     from tradebase.accounts.models import User
+    from tradebase.alerts.models import Webhook
     from tradebase.mirroring.models import MirrorOrder
     from tradebase.signals.models import Signal
     from tradebase.strategies.models import Strategy, StrategyDeployment
@@ -70,7 +71,8 @@ def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
             product="NRML",
             rule="equal",
         )
-        session.add_all([deployment, signal, mirrored])
+        webhook = Webhook(user_id=person_id, url="http://127.0.0.1:9/hook", events=["*"])
+        session.add_all([deployment, signal, mirrored, webhook])
         session.flush()
         return {
             "account_id": account.id,
@@ -81,6 +83,7 @@ def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
             "deployment_id": deployment.id,
             "signal_id": signal.id,
             "mirror_id": mirrored.id,
+            "webhook_id": webhook.id,
         }
 
 
@@ -94,6 +97,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/api/v1/strategies/{strategy_id}"): {"is_active": True},
     ("POST", "/api/v1/strategies/{strategy_id}/deployments"): {"account_id": 1},
     ("PATCH", "/api/v1/strategies/{strategy_id}/deployments/{deployment_id}"): {"status": "paused"},
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"description": "mine now"},
 }
 
 

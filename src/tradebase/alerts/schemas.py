@@ -44,6 +44,7 @@ class WebhookRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    user_id: int
     url: str
     description: str | None
     events: list[str]

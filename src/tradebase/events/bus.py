@@ -69,10 +69,10 @@ class LocalBus:
                 log.exception("event listener failed")
 
     def _from_settings(self) -> None:
-        from tradebase.config import SettingsError, get_settings
+        from tradebase.config import SettingsError, load_settings
 
-        try:
-            settings = get_settings()
+        try:  # read, not get_settings(): its cache is not this hook's to fill
+            settings = load_settings()
         except SettingsError:
             return
         if settings.redis_url:

@@ -8,7 +8,7 @@ import sys
 import threading
 from datetime import datetime
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -111,16 +111,24 @@ def worker_command(
         from tradebase.events.bus import bus, redis_channel
 
         bus.publish_to(settings.redis_url, redis_channel(settings.main_url))
-    dispatcher = None
-    if settings.webhook_dispatch:  # outgoing webhooks: also here, any number of processes
+    dispatchers: list[Any] = []
+
+    def start_dispatcher() -> None:  # off the main thread: the schedule does not wait
         from tradebase.alerts.delivery import Dispatcher
 
         dispatcher = Dispatcher(engines, settings)
         dispatcher.start()
+        dispatchers.append(dispatcher)
+
+    starting = threading.Thread(target=start_dispatcher, name="webhook-start", daemon=True)
+    if settings.webhook_dispatch:  # outgoing webhooks: also here, any number of processes
+        starting.start()
     try:
         worker.run(stop)
     finally:
-        if dispatcher is not None:
+        if starting.is_alive() or dispatchers:
+            starting.join(timeout=30)
+        for dispatcher in dispatchers:
             dispatcher.stop()
         engines.dispose()
 
