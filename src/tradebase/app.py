@@ -66,7 +66,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_recover_signals, engines, settings)
+        if settings.redis_url:  # every commit with events tells the other processes' hubs
+            from tradebase.events.bus import bus, redis_channel
+
+            bus.publish_to(settings.redis_url, redis_channel(settings.main_url))
+        dispatcher = None
+        if settings.webhook_dispatch:
+            from tradebase.alerts.delivery import Dispatcher
+
+            dispatcher = Dispatcher(engines, settings)
+            dispatcher.start()
         yield
+        if dispatcher is not None:
+            await run_in_threadpool(dispatcher.stop)
+        hub = getattr(app.state, "hub", None)
+        if hub is not None:
+            await run_in_threadpool(hub.stop)
         engines.dispose()
 
     app = FastAPI(
@@ -147,10 +162,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "details": checks})
 
     from tradebase.accounts.router import router as accounts_router
+    from tradebase.alerts.router import router as webhooks_router
     from tradebase.audit.router import router as audit_router
     from tradebase.brokers.facade import router as openalgo_router
     from tradebase.brokers.router import router as brokers_router
     from tradebase.calendars.router import router as calendars_router
+    from tradebase.events.router import router as events_router
     from tradebase.marketdata.router import router as prices_router
     from tradebase.mirroring.router import router as mirroring_router
     from tradebase.orders.router import router as orders_router
@@ -170,5 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(signals_router)
     app.include_router(brokers_router)
     app.include_router(openalgo_router)
+    app.include_router(events_router)
+    app.include_router(webhooks_router)
     redact_access_log()
     return app

@@ -173,7 +173,9 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Redis URL (redis://host:6379/0) for rate-limit counters shared by every server"
-            " process. Default: the counters live in the main database."
+            " process, and the live stream's fan-out between server processes. Default: the"
+            " counters live in the main database; events fan out by PostgreSQL LISTEN/NOTIFY,"
+            " in-process on SQLite, by polling on MariaDB/MySQL."
         ),
     )
     session_hours: Annotated[int, Field(ge=1)] = Field(
@@ -271,6 +273,14 @@ class Settings(BaseSettings):
         default="90d:delete",
         description="How long the worker's job history (job_runs) is kept.",
     )
+    retention_events: str = Field(
+        default="30d:delete",
+        description="How long the outbox of events (GET /api/v1/events, stream replay) is kept.",
+    )
+    retention_webhook_deliveries: str = Field(
+        default="30d:delete",
+        description="How long the record of each outgoing webhook delivery attempt is kept.",
+    )
     retention_batch_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=5_000, description="Rows deleted or archived per transaction by db prune."
     )
@@ -284,11 +294,76 @@ class Settings(BaseSettings):
         "retention_orders",
         "retention_price_data",
         "retention_job_runs",
+        "retention_events",
+        "retention_webhook_deliveries",
     )
     @classmethod
     def _valid_retention(cls, value: str) -> str:
         parse_retention(value)
         return value.strip().lower()
+
+    # Events out: outgoing webhooks and the live stream (alerts/, events/).
+    webhook_dispatch: bool = Field(
+        default=True,
+        description=(
+            "Run the webhook dispatcher in this process (tradebase serve and tradebase"
+            " worker): it turns new events into deliveries and sends them. Any number of"
+            " processes may run it; each delivery is sent by one."
+        ),
+    )
+    webhook_poll_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0,
+        description=(
+            "How often the dispatcher looks for new events and due retries (an event"
+            " committed in the same process wakes it at once)."
+        ),
+    )
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = Field(
+        default=10.0,
+        description="Timeout of one webhook HTTP request (connect, write and read).",
+    )
+    webhook_retry_base_seconds: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        default=10.0,
+        description=(
+            "Back-off of failed deliveries: retry n waits BASE x 2^(n-1) seconds (10 s,"
+            " 20 s, 40 s …), at most WEBHOOK_RETRY_MAX_SECONDS."
+        ),
+    )
+    webhook_retry_max_seconds: Annotated[float, Field(gt=0, le=604_800)] = Field(
+        default=3600.0, description="The longest wait between two attempts of one delivery."
+    )
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=12, description="Attempts of one event to one webhook before it is given up."
+    )
+    webhook_disable_after: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10,
+        description=(
+            "Consecutive failed attempts (of any events) after which a webhook is disabled;"
+            " POST /api/v1/webhooks/{id}/enable turns it back on."
+        ),
+    )
+    webhook_concurrency: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=4, description="Webhook requests one dispatcher sends at the same time."
+    )
+    webhook_allow_private: bool = Field(
+        default=True,
+        description=(
+            "Allow webhook URLs on loopback and private addresses (self-hosted receivers);"
+            " set false on a shared server so that users cannot reach its internal network."
+        ),
+    )
+    events_poll_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=0.25,
+        description=(
+            "How often a server reads new events for its stream clients when nothing tells"
+            " it (MariaDB/MySQL without REDIS_URL); with LISTEN/NOTIFY, Redis or SQLite, ten"
+            " times this, as a safety net."
+        ),
+    )
+    stream_heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=15.0,
+        description="A stream client gets a ping message after this many seconds of quiet.",
+    )
 
     backup_dir: Path | None = Field(
         default=None,

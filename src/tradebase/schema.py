@@ -12,6 +12,7 @@ from tradebase.calendars import models as _calendars  # noqa: F401
 from tradebase.core.db import Database
 from tradebase.core.models import Base, CredentialsBase
 from tradebase.credentials import models as _credentials  # noqa: F401
+from tradebase.events import models as _events  # noqa: F401
 from tradebase.llm import models as _llm  # noqa: F401
 from tradebase.marketdata import models as _marketdata  # noqa: F401
 from tradebase.metrics import models as _metrics  # noqa: F401

@@ -46,6 +46,7 @@ def routes(live: LiveServer) -> list[tuple[str, str]]:
 def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
     """An account, a portfolio and an order (plus its key) owned by a user: their ids."""
     from tradebase.accounts.models import User
+    from tradebase.alerts.models import Webhook
     from tradebase.mirroring.models import MirrorOrder
     from tradebase.signals.models import Signal
     from tradebase.strategies.models import Strategy, StrategyDeployment
@@ -73,7 +74,8 @@ def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
             product="NRML",
             rule="equal",
         )
-        session.add_all([deployment, signal, mirrored])
+        webhook = Webhook(user_id=person_id, url="http://127.0.0.1:9/hook", events=["*"])
+        session.add_all([deployment, signal, mirrored, webhook])
         session.flush()
         return {
             "account_id": account.id,
@@ -84,6 +86,7 @@ def _owned_rows(live: LiveServer, person_id: int) -> dict[str, int]:
             "deployment_id": deployment.id,
             "signal_id": signal.id,
             "mirror_id": mirrored.id,
+            "webhook_id": webhook.id,
         }
 
 
@@ -98,6 +101,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/strategies/{strategy_id}/deployments"): {"account_id": 1},
     ("PATCH", "/api/v1/strategies/{strategy_id}/deployments/{deployment_id}"): {"status": "paused"},
     ("PUT", "/api/v1/accounts/{account_id}/broker-key"): {"api_key": "tb_theirs"},
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"description": "mine now"},
 }
 
 

@@ -60,7 +60,9 @@ EXPECTED: dict[str, str] = {
     "webhooks": f"id user_id url description events secret_last4 is_active last_called_at"
     f" failure_count disabled_at disabled_reason {TS}",
     "webhook_deliveries": "id webhook_id event_id event_type payload attempt status"
-    " response_status response_body error duration_ms next_attempt_at created_at delivered_at",
+    " response_status response_body error duration_ms next_attempt_at created_at delivered_at"
+    " attempted_at",
+    "events": "id user_id event_type payload created_at dispatched_at",
     "price_data": "id symbol exchange timeframe timestamp open high low close volume vwap"
     " num_trades",
     "ml_predictions": "id user_id model_name model_version symbol exchange predicted_price"

@@ -61,6 +61,8 @@ def test_the_default_policies_are_the_seeds() -> None:
         "orders": "off (kept; TRADEBASE_RETENTION_ORDERS)",
         "price_data": "delete after 2 years",
         "job_runs": "delete after 90 days",
+        "events": "delete after 30 days",
+        "webhook_deliveries": "delete after 30 days",
         "portfolio_snapshots": "kept forever",
         "trades": "kept forever",
     }
@@ -539,6 +541,8 @@ def test_the_cli_prints_each_table_and_exits_0(
         "orders": "archive after 30 days 10 would archive 4; 6 kept: still in use",
         "price_data": "delete after 2 years 3 would delete 3",
         "job_runs": "delete after 90 days 3 would delete 3",
+        "events": "delete after 30 days 0 would delete 0",
+        "webhook_deliveries": "delete after 30 days 0 would delete 0",
         "portfolio_snapshots": "kept forever - kept",
         "trades": "kept forever - kept",
     }

@@ -140,9 +140,11 @@ class WebhookDelivery(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int | None]
+    # When a pending attempt is due; while a dispatcher sends it, the end of its claim.
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at_column()
-    delivered_at: Mapped[datetime | None]
+    attempted_at: Mapped[datetime | None]  # when the request went out
+    delivered_at: Mapped[datetime | None]  # when the receiver acknowledged it (2xx)
 
     __table_args__ = (
         Index("idx_webhook_deliveries_webhook", "webhook_id", "created_at"),

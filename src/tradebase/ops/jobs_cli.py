@@ -8,7 +8,7 @@ import sys
 import threading
 from datetime import datetime
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -107,9 +107,29 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.redis_url:  # the events this worker writes reach the servers' streams
+        from tradebase.events.bus import bus, redis_channel
+
+        bus.publish_to(settings.redis_url, redis_channel(settings.main_url))
+    dispatchers: list[Any] = []
+
+    def start_dispatcher() -> None:  # off the main thread: the schedule does not wait
+        from tradebase.alerts.delivery import Dispatcher
+
+        dispatcher = Dispatcher(engines, settings)
+        dispatcher.start()
+        dispatchers.append(dispatcher)
+
+    starting = threading.Thread(target=start_dispatcher, name="webhook-start", daemon=True)
+    if settings.webhook_dispatch:  # outgoing webhooks: also here, any number of processes
+        starting.start()
     try:
         worker.run(stop)
     finally:
+        if starting.is_alive() or dispatchers:
+            starting.join(timeout=30)
+        for dispatcher in dispatchers:
+            dispatcher.stop()
         engines.dispose()
 
 

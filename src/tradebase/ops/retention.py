@@ -89,6 +89,8 @@ _KNOWN: Final = (
     _Known("orders", "updated_at", "retention_orders"),
     _Known("price_data", "timestamp", "retention_price_data"),
     _Known("job_runs", "started_at", "retention_job_runs"),  # the worker's history
+    _Known("events", "created_at", "retention_events"),  # the outbox (events/)
+    _Known("webhook_deliveries", "created_at", "retention_webhook_deliveries"),
     _Known("portfolio_snapshots", None, None),  # the equity curve: seed 002 keeps it forever
     _Known("trades", None, None),  # the fills ledger that positions and cash are rebuilt from
 )

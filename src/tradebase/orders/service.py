@@ -37,6 +37,7 @@ from tradebase.core.models import attach
 from tradebase.core.money import at_least, at_most, canonical, check_fits, key_params, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import UTCDateTime, utc_now
+from tradebase.events.service import EventType, emit
 from tradebase.marketdata.models import PriceData
 from tradebase.orders.errors import (
     AmendRefused,
@@ -99,6 +100,27 @@ def _event(
             occurred_at=at or utc_now(),
         )
     )
+
+
+_EVENT_FIELDS = (
+    "client_order_id", "portfolio_id", "account_id", "symbol", "exchange", "side", "order_type",
+    "product", "quantity", "price", "trigger_price", "filled_quantity", "average_fill_price",
+    "fee", "fee_currency", "status", "reject_reason", "tag", "signal_id", "strategy_id",
+    "parent_order_id",
+)  # fmt: skip
+
+
+def _emit_order(
+    session: Session, event_type: str, order: Order | dict[str, Any], **extra: Any
+) -> None:
+    """The outbox event of an order's move, from the values in hand (no read)."""
+    if isinstance(order, dict):
+        fields = {name: order.get(name) for name in _EVENT_FIELDS}
+        user_id, order_id = order["user_id"], order["id"]
+    else:
+        fields = {name: getattr(order, name) for name in _EVENT_FIELDS}
+        user_id, order_id = order.user_id, order.id
+    emit(session, user_id, event_type, {"order_id": order_id, **fields, **extra})
 
 
 class OrderService:
@@ -317,6 +339,15 @@ class OrderService:
         )
         self._write_events(
             session, order_id, moves, now, quantity=execution.quantity, price=execution.price
+        )
+        _emit_order(
+            session,
+            EventType.order_filled,
+            values | {"id": order_id},
+            trade_id=trade_id,
+            fill_quantity=execution.quantity,
+            fill_price=execution.price,
+            filled_at=now,
         )
         audit_service.record(
             session,
@@ -611,6 +642,9 @@ class OrderService:
             ),
         ]
         self._write_events(session, order_id, moves, now)
+        _emit_order(
+            session, EventType.order_rejected, values | {"id": order_id}, reason=refusal.message
+        )
         audit_service.record(
             session,
             action="order.rejected",
@@ -721,6 +755,7 @@ class OrderService:
                 [(OrderEventType.expired, before, target, {"reason": reason})],
                 order.expires_at,
             )
+            _emit_order(session, EventType.order_expired, order, reason=reason)
             expired += 1
         return expired
 
@@ -865,6 +900,15 @@ class OrderService:
             quantity=quantity,
             price=price,
         )
+        _emit_order(
+            session,
+            EventType.order_filled,
+            child_values | {"id": child_id},
+            trade_id=trade_id,
+            fill_quantity=quantity,
+            fill_price=price,
+            filled_at=at,
+        )
         self._add_fill(
             session,
             parent,
@@ -925,6 +969,7 @@ class OrderService:
         order.status = target
         order.cancelled_at = at
         order.reject_reason = reason
+        _emit_order(session, EventType.order_cancelled, order, reason=reason)
 
     def _add_fill(
         self,
@@ -965,6 +1010,17 @@ class OrderService:
         order.status = target
         if target == OrderStatus.filled:
             order.filled_at = at
+        _emit_order(
+            session,
+            EventType.order_filled
+            if target == OrderStatus.filled
+            else EventType.order_partially_filled,
+            order,
+            trade_id=details.get("trade_id"),
+            fill_quantity=quantity,
+            fill_price=execution.price,
+            filled_at=at,
+        )
 
     def _fill_resting(
         self, session: Session, order: Order, price: Decimal, bar: Bar, at: datetime
@@ -1219,6 +1275,7 @@ class OrderService:
         order.cancelled_at = utc_now()
         _event(session, order, OrderEventType.cancelled, OrderStatus.cancelled)
         session.flush()
+        _emit_order(session, EventType.order_cancelled, order, reason="cancelled by the user")
         audit_service.record(
             session,
             action="order.cancelled",

@@ -20,6 +20,7 @@ from tradebase.core.models import load, written
 from tradebase.core.money import divide, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
+from tradebase.events.service import EventType, emit
 from tradebase.portfolios import pnl
 from tradebase.portfolios.errors import (
     AccountNameTaken,
@@ -421,6 +422,24 @@ class PortfolioService:
                 position_id = row.id
             else:
                 pending_close = values
+            if outcome.closed.flat:
+                emit(
+                    session,
+                    portfolio.user_id,
+                    EventType.position_closed,
+                    {
+                        "position_id": row.id,
+                        "portfolio_id": portfolio.id,
+                        "symbol": symbol,
+                        "exchange": exchange,
+                        "product": product,
+                        "direction": row.direction,
+                        "quantity": before.quantity,
+                        "exit_price": fill.price,
+                        "realized_pnl": values["realized_pnl"],
+                        "closed_at": at,
+                    },
+                )
         after = outcome.after
         if after is not None:
             unrealized = after.unrealized(fill.price)

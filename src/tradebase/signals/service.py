@@ -48,6 +48,7 @@ from tradebase.core.prepared import Prepared
 from tradebase.core.time import utc_now
 from tradebase.credentials.models import CredentialKind, CredentialOwner
 from tradebase.credentials.service import credential as credential_service
+from tradebase.events.service import EventType, emit
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import Order, OrderSide, OrderType
 from tradebase.orders.service import order as order_service
@@ -382,6 +383,8 @@ class SignalService:
         # (which costs more than the insert itself, bench/bench_signals.py).
         values.update(created_at=now, updated_at=now)
         signal_id = _INSERT_SIGNAL.scalar(session, values)
+        if refusal is not None:
+            _emit_rejected(session, user_id, signal_id, refusal, values)
         return attach(session, Signal, {**values, "id": signal_id})
 
     def first_copy(
@@ -440,6 +443,13 @@ class SignalService:
                 orders, columns = self._run(session, principal, user, signal, fields, settings)
         except SignalRefused as refusal:
             changes = _rejection(refusal, now)
+            _emit_rejected(
+                session,
+                signal.user_id,
+                signal.id,
+                refusal,
+                {name: getattr(signal, name) for name in _SIGNAL_EVENT_FIELDS},
+            )
         else:
             changes = {
                 **columns,
@@ -1302,6 +1312,30 @@ def _columns(fields: payload.SignalFields) -> dict[str, Any]:
         "comment", "timestamp",
     )  # fmt: skip
     return {name: getattr(fields, name) for name in names}
+
+
+_SIGNAL_EVENT_FIELDS = ("source", "sender_order_id", "symbol", "exchange", "direction", "quantity")
+
+
+def _emit_rejected(
+    session: Session,
+    user_id: int,
+    signal_id: int,
+    refusal: TradebaseError,
+    values: dict[str, Any],
+) -> None:
+    emit(
+        session,
+        user_id,
+        EventType.signal_rejected,
+        {
+            "signal_id": signal_id,
+            **{name: values.get(name) for name in _SIGNAL_EVENT_FIELDS},
+            "reason": refusal.message,
+            "code": refusal.error_code,
+            "details": _plain(refusal.details),
+        },
+    )
 
 
 def _rejection(refusal: TradebaseError, at: Any) -> dict[str, Any]:
