@@ -76,7 +76,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             dispatcher = Dispatcher(engines, settings)
             dispatcher.start()
+        streams = None
+        if settings.broker_streams:
+            from tradebase.brokers.stream import BrokerStreams
+
+            streams = BrokerStreams(engines)
+            streams.start()
         yield
+        if streams is not None:
+            await run_in_threadpool(streams.close)
         if dispatcher is not None:
             await run_in_threadpool(dispatcher.stop)
         hub = getattr(app.state, "hub", None)

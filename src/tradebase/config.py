@@ -441,6 +441,21 @@ class Settings(BaseSettings):
             " reading, before it counts as unreachable (and the order fails over)."
         ),
     )
+    broker_streams: bool = Field(
+        default=True,
+        description=(
+            "Follow the live stream of each live account's broker when that broker is a"
+            " Tradebase (brokers/stream.py): its order updates are asked about at once, and"
+            " the connections are recorded in websocket_connections."
+        ),
+    )
+    broker_stream_retry_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=5.0,
+        description=(
+            "How long a broker stream waits before opening again after it ended or failed,"
+            " and how often the list of live accounts to stream is read."
+        ),
+    )
     postback_window_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(
         default=300,
         description=(
