@@ -55,6 +55,7 @@ from tradebase.core.time import utc_now
 from tradebase.credentials.errors import CredentialNotFound
 from tradebase.credentials.models import CredentialKind, CredentialOwner
 from tradebase.credentials.service import credential as credential_service
+from tradebase.events.service import EventType, emit
 from tradebase.orders.errors import OrderRejected
 from tradebase.orders.models import Order, OrderStatus
 from tradebase.orders.service import order as order_service
@@ -99,10 +100,8 @@ class HealthReport:
 
 
 def on_failover(event: FailoverEvent) -> None:
-    """Called after each failover_events row is committed. # event: failover
-
-    The outgoing webhooks and live stream (issue 6 items 4-5) publish the ``failover``
-    event from here; until they are wired it only logs."""
+    """Called after each failover_events row is committed (its ``failover`` event was
+    emitted in the same transaction, for webhooks and the live stream): logs it."""
     log.warning(
         "failover: account %s -> %s (%s) success=%s",
         event.from_account_id,
@@ -375,6 +374,20 @@ class BrokerService:
                 resource_type="trading_account",
                 resource_id=order.account_id,
                 details={"to": event.to_account_id, "order_id": order.id, "new": carried},
+            )
+            emit(
+                session,
+                order.user_id,
+                EventType.failover,
+                {
+                    "from_account_id": event.from_account_id,
+                    "to_account_id": event.to_account_id,
+                    "order_id": order.id,
+                    "new_order_id": None if carried == order_id else carried,
+                    "reason": event.reason,
+                    "success": event.success,
+                    "error": event.error_message,
+                },
             )
             pending_live = carried != order_id and self._is_live_pending(session, carried)
         on_failover(event)  # event: failover
@@ -686,11 +699,29 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def mark(session: Session, account_id: int, status: str, *, at: datetime | None = None) -> None:
-    """Set the account's connection_status (and last_connected when it answered)."""
+    """Set the account's connection_status (and last_connected when it answered); a change
+    of status is an ``account.connected`` or ``account.disconnected`` event."""
+    before = session.execute(
+        select(TradingAccount.user_id, TradingAccount.connection_status).where(
+            TradingAccount.id == account_id
+        )
+    ).first()
     values: dict[str, Any] = {"connection_status": status}
     if status == ConnectionStatus.connected:
         values["last_connected"] = at or utc_now()
     session.execute(update(TradingAccount).where(TradingAccount.id == account_id).values(**values))
+    if before is not None and before.connection_status != status:
+        kind = (
+            EventType.account_connected
+            if status == ConnectionStatus.connected
+            else EventType.account_disconnected
+        )
+        emit(
+            session,
+            before.user_id,
+            kind,
+            {"account_id": account_id, "from": before.connection_status, "to": status},
+        )
 
 
 def _aware(moment: datetime) -> datetime:

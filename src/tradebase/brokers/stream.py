@@ -154,9 +154,7 @@ class BrokerStream:
             session.execute(
                 update(WebsocketConnection)
                 .where(WebsocketConnection.id == row_id)
-                .values(
-                    status=ConnectionStatus.disconnected, disconnected_at=now, updated_at=now
-                )
+                .values(status=ConnectionStatus.disconnected, disconnected_at=now, updated_at=now)
             )
 
 

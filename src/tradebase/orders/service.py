@@ -480,6 +480,7 @@ class OrderService:
             )
             order.status = OrderStatus.rejected
             session.flush()
+            _emit_order(session, EventType.order_rejected, order, reason=order.reject_reason)
             return True
         if order.status == OrderStatus.pending:
             self._write_events(
