@@ -102,3 +102,40 @@ def test_a_group_holds_copies_and_malformed_bodies(live: LiveServer) -> None:
     assert answers[6].status_code == 422
     assert "quantity" in answers[6].json()["error"]["message"]
     assert positions(live, trader) == [("CPY", "long", "1")]
+
+
+def test_a_copy_in_a_group_leaves_the_others_stored(live: LiveServer) -> None:
+    """PostgreSQL: a copy's unique-key violation must not spoil the group's transaction
+    (its COMMIT would silently roll back every signal of the group)."""
+    from datetime import UTC, datetime
+
+    trader = make_trader(live)
+    factory = live.app.state.engines.session_factory(Database.main)
+    writer = batch.batcher_for(factory, live.settings)
+    if writer is None:  # MariaDB: no groups
+        return
+
+    def incoming(order_id: str) -> batch.Incoming:
+        raw = (
+            f'{{"ticker": "GRPC", "side": "buy", "qty": "1", "price": "5", '
+            f'"order_id": "{order_id}"}}'
+        ).encode()
+        return batch.Incoming(
+            trader.user_id, raw, "application/json", None, "api", None, 60,
+            datetime.now(UTC), live.settings,
+        )  # fmt: skip
+
+    group = [incoming("c1"), incoming("c1"), incoming("c2"), incoming("c1"), incoming("c3")]
+    writer._store(group)
+    assert [i.stored is None for i in group] == [False, True, False, True, False]
+    assert not any(i.alone for i in group)
+    with live.engines.engine(Database.main).connect() as conn:
+        stored = (
+            conn.execute(
+                text("SELECT sender_order_id FROM signals WHERE user_id = :u ORDER BY id"),
+                {"u": trader.user_id},
+            )
+            .scalars()
+            .all()
+        )
+    assert stored == ["c1", "c2", "c3"]

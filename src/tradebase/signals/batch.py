@@ -120,20 +120,22 @@ class Batcher:
         with unit_of_work(factory=self.factory) as session:
             for item in group:
                 try:
-                    # SQLite undoes only the failed statement of a unique key's violation:
-                    # the group's transaction goes on without the copy.
-                    item.stored = service.receive(
-                        session,
-                        user_id=item.user_id,
-                        raw=item.raw,
-                        content_type=item.content_type,
-                        source_ip=item.source_ip,
-                        source=item.source,
-                        settings=item.settings,
-                        redact=item.redact,
-                        at=item.at,
-                        window=item.window,
-                    )
+                    # SQLite undoes only the failed statement of a unique key's violation,
+                    # so the group's transaction goes on without the copy; PostgreSQL
+                    # needs a savepoint for that (a failed statement spoils the rest).
+                    with self._savepoint(session):
+                        item.stored = service.receive(
+                            session,
+                            user_id=item.user_id,
+                            raw=item.raw,
+                            content_type=item.content_type,
+                            source_ip=item.source_ip,
+                            source=item.source,
+                            settings=item.settings,
+                            redact=item.redact,
+                            at=item.at,
+                            window=item.window,
+                        )
                 except IntegrityError:
                     item.stored = None
                 else:
