@@ -250,14 +250,12 @@ class WebhookService:
         webhook: Webhook,
         details: dict[str, Any],
     ) -> None:
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action=action,
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="webhook",
             resource_id=webhook.id,
-            ip_address=principal.ip_address,
             details=details,
         )
 

@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tradebase.accounts import models as _accounts  # also: audit_log.user_id -> users
 from tradebase.audit.models import AuditChainHead, AuditCheckpoint, AuditLog, audit_log_archive
+from tradebase.core.auth import Principal
 from tradebase.core.errors import Conflict, TradebaseError
 from tradebase.core.models import attach
 from tradebase.core.prepared import Prepared, connection_of
@@ -400,6 +401,28 @@ class AuditService:
         if moved != 1:
             raise AuditChainConflict("the audit chain head moved while this writer held it")
         return attach(session, AuditLog, values)
+
+    def record_by(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        action: str,
+        resource_type: str | None = None,
+        resource_id: str | int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditLog:
+        """`record` an action *principal* took: its user, name and address as the actor."""
+        return self.record(
+            session,
+            action=action,
+            user_id=principal.user_id,
+            actor=principal.username,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            ip_address=principal.ip_address,
+            details=details,
+        )
 
     def _lock_head(self, session: Session, *, sqlite: bool) -> _LockedHead:
         if not sqlite:

@@ -314,14 +314,12 @@ class SignalService:
     def _audit(
         self, session: Session, principal: Principal, action: str, details: dict[str, Any]
     ) -> None:
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action=action,
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="user",
             resource_id=principal.user_id,
-            ip_address=principal.ip_address,
             details=details,
         )
 
