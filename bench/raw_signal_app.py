@@ -3,12 +3,15 @@
 signal needs, as literal SQL on the bare driver, with none of Tradebase's code: no ORM, no
 checks, no risk limits, no P&L arithmetic beyond a running sum.
 
-Per request, two transactions, as Tradebase's inbox does: store the signal (INSERT,
-COMMIT); then claim it, read the position and the cash, insert the order and its three
-events, update the position, insert the trade, update the cash and add the ledger row,
-append an audit entry (claim the chain head, insert, hash, move the head), record the
-signal's outcome, COMMIT. It runs against a database migrated by Tradebase, so every
-index, trigger and constraint Tradebase's writes pay for is paid here too.
+Two transactions, as Tradebase's inbox does: store the signal (INSERT, COMMIT); then claim
+it, read the position and the cash, insert the order and its three events, update the
+position, insert the trade, update the cash and add the ledger row, append an audit entry
+(claim the chain head, insert, hash, move the head), record the signal's outcome, COMMIT.
+The two are a group's, as in Tradebase's group commit (signals/batch.py): one writer thread
+stores the signals that arrive together in one transaction and executes them in the next
+(``RAW_GROUP=0``: two transactions per request, the writers of the process taking turns).
+It runs against a database migrated by Tradebase, so every index, trigger and constraint
+Tradebase's writes pay for is paid here too.
 
 What it tells: how close any implementation of the same data model can come to the bare
 one-INSERT endpoint; the distance from Tradebase to this floor is Tradebase's own cost.
@@ -24,11 +27,12 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -79,6 +83,7 @@ class Store:
         return str(value) if isinstance(value, Decimal) else value
 
     def signal(self, key: str, raw: bytes) -> dict[str, Any]:
+        """One signal in two transactions of its own (``RAW_GROUP=0``)."""
         conn = self._connect()
         if self.postgres:
             return self._signal(conn, key, raw)
@@ -89,14 +94,21 @@ class Store:
         self._run(conn, "BEGIN" if self.postgres else "BEGIN IMMEDIATE")
 
     def _signal(self, conn: Any, key: str, raw: bytes) -> dict[str, Any]:
+        at = datetime.now(UTC)
+        self._transaction(conn)
+        signal_id, body = self._store(conn, raw, at)
+        self._run(conn, "COMMIT")
+        self._transaction(conn)
+        answer = self._execute(conn, signal_id, body, at)
+        self._run(conn, "COMMIT")
+        return answer
+
+    def _store(self, conn: Any, raw: bytes, at: datetime) -> tuple[int, dict[str, Any]]:
         v = self._value
         body = json.loads(raw)
         side = str(body["action"]).lower()
         quantity, price = Decimal(str(body["quantity"])), Decimal(str(body["price"]))
-        user, account, portfolio = self.user_id, self.account_id, self.portfolio_id
-        at = datetime.now(UTC)
         idem = hashlib.sha256(f"{body['order_id']}|{int(at.timestamp()) // 120}".encode())
-        self._transaction(conn)
         signal_id = self._insert(
             conn,
             "INSERT INTO signals (user_id, order_id, order_id_shifted, sender_order_id, source,"
@@ -104,13 +116,19 @@ class Store:
             " content_type, source_ip, received_at, created_at, updated_at)"
             " VALUES (?,?,?,?,'webhook',?,?,?,?,?,'received',?,?,'application/json','127.0.0.1',"
             "?,?,?)",
-            (user, idem.hexdigest(), "s" + idem.hexdigest()[1:], body["order_id"],
+            (self.user_id, idem.hexdigest(), "s" + idem.hexdigest()[1:], body["order_id"],
              body["symbol"], body["exchange"], side, v(quantity), v(price),
              False if self.postgres else 0, raw.decode(), v(at), v(at), v(at)),
         )  # fmt: skip
-        self._run(conn, "COMMIT")
+        return signal_id, body
 
-        self._transaction(conn)
+    def _execute(
+        self, conn: Any, signal_id: int, body: dict[str, Any], at: datetime
+    ) -> dict[str, Any]:
+        v = self._value
+        side = str(body["action"]).lower()
+        quantity, price = Decimal(str(body["quantity"])), Decimal(str(body["price"]))
+        user, account, portfolio = self.user_id, self.account_id, self.portfolio_id
         self._run(
             conn,
             "UPDATE signals SET status='processing', updated_at=? WHERE id=? AND status='received'",
@@ -217,18 +235,63 @@ class Store:
             " trade_direction='long', outcome=?, processed_at=?, updated_at=? WHERE id=?",
             (account, outcome, v(at), v(at), signal_id),
         )
-        self._run(conn, "COMMIT")
         return {"signal": {"id": signal_id, "status": "processed"}, "duplicate": False}
+
+
+class Grouped:
+    """Tradebase's group commit (signals/batch.py) on the bare driver: the signals that
+    arrive together are stored in one transaction and executed in the next, by one
+    writer thread; each request waits in the thread pool until its group is committed."""
+
+    def __init__(self, store: Store, limit: int = 64) -> None:
+        self.store, self.limit = store, limit
+        self.queue: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="signal-writer", daemon=True).start()
+
+    def signal(self, key: str, raw: bytes) -> dict[str, Any]:
+        item: list[Any] = [raw, threading.Event(), None]
+        self.queue.put(item)
+        item[1].wait()
+        if isinstance(item[2], BaseException):
+            raise item[2]
+        return cast(dict[str, Any], item[2])
+
+    def _loop(self) -> None:
+        store = self.store
+        conn = store._connect()
+        while True:
+            group = [self.queue.get()]
+            while len(group) < self.limit:
+                try:
+                    group.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            at = datetime.now(UTC)
+            try:
+                store._transaction(conn)
+                stored = [store._store(conn, item[0], at) for item in group]
+                store._run(conn, "COMMIT")
+                store._transaction(conn)
+                for item, (signal_id, body) in zip(group, stored, strict=True):
+                    item[2] = store._execute(conn, signal_id, body, at)
+                store._run(conn, "COMMIT")
+            except BaseException as exc:
+                store._run(conn, "ROLLBACK")
+                for item in group:
+                    item[2] = exc
+            for item in group:
+                item[1].set()
 
 
 def create_app() -> FastAPI:
     store = Store(os.environ["RAW_DB"], os.environ["RAW_IDS"])
+    writer = Grouped(store) if os.environ.get("RAW_GROUP", "1") != "0" else store
     app = FastAPI()
 
     @app.post("/webhook/{key}")
     async def webhook(key: str, request: Request) -> JSONResponse:
         raw = await request.body()
-        return JSONResponse(await run_in_threadpool(store.signal, key, raw))
+        return JSONResponse(await run_in_threadpool(writer.signal, key, raw))
 
     return app
 

@@ -67,6 +67,7 @@ DELIVERY_HEADER = "X-Tradebase-Delivery"
 BODY_LIMIT = 2000  # characters of a receiver's answer kept
 READ_LIMIT = 65_536  # bytes of it read at most
 FAN_OUT_BATCH = 200
+COALESCE_SECONDS = 0.05  # how long a woken dispatcher waits for the rest of a burst
 
 
 def sign(secret: str, timestamp: str, raw: bytes) -> str:
@@ -225,7 +226,11 @@ class Dispatcher:
             except Exception as exc:  # the database away: try again next round
                 log.warning("webhook dispatch failed: %s", exc)
                 self._stop.wait(1)
-            self._wake.wait(timeout=self.settings.webhook_poll_seconds)
+            if self._wake.wait(timeout=self.settings.webhook_poll_seconds):
+                # Woken by an event: let the burst it belongs to arrive, so that a stream
+                # of orders costs one round per COALESCE_SECONDS, not one per event (each
+                # round takes the write lock the orders need).
+                self._stop.wait(COALESCE_SECONDS)
             self._wake.clear()
 
     def tick(self) -> int:

@@ -431,8 +431,7 @@ class SignalService:
             found = session.get(Signal, signal_id, populate_existing=True)
             assert found is not None
             signal = found
-        user = session.get(User, signal.user_id)
-        assert user is not None
+        user = _user(session, signal.user_id)
         principal = principal_for(user, ip_address=signal.source_ip)
         fields = payload.parse(payload.decode((signal.raw_payload or "").encode()))
         now = utc_now()
@@ -1117,6 +1116,25 @@ signal = SignalService()
 
 
 # --- the inbox's transactions ----------------------------------------------------------
+
+
+def _user(session: Session, user_id: int) -> User:
+    """The signal's user, read once per transaction: the session's identity map holds
+    objects weakly, so a group of signals (signals/batch.py) would read it again for each."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_USERS)
+    if cached is None or cached[0] is not transaction:  # a new transaction reads afresh
+        cached = session.info[_USERS] = (transaction, {})
+    users: dict[int, User] = cached[1]
+    user = users.get(user_id)
+    if user is None or user not in session:
+        found = session.get(User, user_id)
+        assert found is not None
+        user = users[user_id] = found
+    return user
+
+
+_USERS = "tradebase.signals.users"
 
 
 @dataclass(frozen=True)
