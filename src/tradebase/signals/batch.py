@@ -21,11 +21,13 @@ one signal per transaction. MariaDB runs each request's signal in its own transa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import weakref
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tradebase.config import Settings
 from tradebase.core.db import unit_of_work
 from tradebase.signals.models import Signal, SignalStatus
+from tradebase.signals.payload import SignalFields
 
 log = logging.getLogger("tradebase.signals")
 
@@ -54,11 +57,18 @@ class Incoming:
     at: Any  # the time it was received (datetime)
     settings: Settings
     stored: Signal | None = None  # None: a copy of a signal in the inbox already
+    fields: SignalFields | None = None  # what storing it read from its body
     refused: bool = False  # stored as rejected (a malformed body, a bad field): the answer
     alone: bool = False  # the group could not be stored: the request goes its own way
     done: Signal | None = None  # executed by the group, committed, every column loaded
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    notify: Callable[[], None] | None = None  # called once finished (submit_async)
+
+    def finish(self) -> None:
+        self.finished.set()
+        if self.notify is not None:
+            self.notify()
 
 
 class Batcher:
@@ -82,6 +92,27 @@ class Batcher:
             raise item.error
         return item
 
+    async def submit_async(self, item: Incoming) -> Incoming:
+        """`submit` for the event loop: the request waits for its group without holding a
+        thread (a thread of the pool waiting costs the writer thread its turns)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():  # not when the request was cancelled meanwhile
+                done.set_result(None)
+
+        def notify() -> None:
+            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle)
+
+        item.notify = notify
+        self.queue.put(item)
+        await done
+        if item.error is not None:
+            raise item.error
+        return item
+
     def _loop(self) -> None:
         while True:
             group = [self.queue.get()]
@@ -97,7 +128,7 @@ class Batcher:
                 log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
                 for item in group:
                     item.stored, item.alone = None, True
-                    item.finished.set()
+                    item.finish()
                 continue
             try:
                 try:
@@ -112,7 +143,7 @@ class Batcher:
                     item.error = item.error or exc
             finally:
                 for item in group:
-                    item.finished.set()
+                    item.finish()
 
     def _store(self, group: list[Incoming]) -> None:
         from tradebase.signals.service import signal as service
@@ -124,7 +155,7 @@ class Batcher:
                     # so the group's transaction goes on without the copy; PostgreSQL
                     # needs a savepoint for that (a failed statement spoils the rest).
                     with self._savepoint(session):
-                        item.stored = service.receive(
+                        item.stored, item.fields = service.receive_parsed(
                             session,
                             user_id=item.user_id,
                             raw=item.raw,
@@ -163,7 +194,7 @@ class Batcher:
                     # spoils the transaction up to the enclosing savepoint).
                     with self._savepoint(session):
                         item.done = service.execute(
-                            session, signal_id, item.settings, stored=stored
+                            session, signal_id, item.settings, stored=stored, fields=item.fields
                         )
                 except Exception as exc:
                     log.exception("signal %s failed", signal_id)

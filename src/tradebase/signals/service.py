@@ -20,20 +20,32 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, insert, inspect, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    bindparam,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
+from starlette.concurrency import run_in_threadpool
 
 from tradebase.accounts.models import User
 from tradebase.accounts.security import sha256_hex
-from tradebase.accounts.service import principal_for, require_writer, trading_paused
+from tradebase.accounts.service import principal_for, require_writer
 from tradebase.audit.service import audit as audit_service
 from tradebase.brokers.errors import NoPrice
 from tradebase.brokers.paper import PaperBroker
@@ -125,7 +137,16 @@ class Limits:
 TRADINGVIEW_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
 
 
-def limits_of(user: User, settings: Settings) -> Limits:
+@dataclass(frozen=True)
+class Sender:
+    """The user a webhook key belongs to, as the webhook needs them (no ORM object)."""
+
+    id: int
+    username: str
+    settings: dict[str, Any] | None
+
+
+def limits_of(user: User | Sender, settings: Settings) -> Limits:
     own = dict((user.settings or {}).get("signals") or {})
 
     def number(name: str, default: Decimal | None) -> Decimal | None:
@@ -136,7 +157,7 @@ def limits_of(user: User, settings: Settings) -> Limits:
     for entry in own.get("ip_allowlist") or []:
         allow.extend(TRADINGVIEW_IPS if entry == "tradingview" else [str(entry)])
     return Limits(
-        paused=trading_paused(user),
+        paused=bool(own.get("paused", False)),  # accounts.service.trading_paused
         max_order_value=number("max_order_value", settings.signal_max_order_value),
         max_position_size=number("max_position_size", settings.signal_max_position_size),
         ip_allowlist=tuple(allow),
@@ -183,11 +204,13 @@ def _plain(value: Any) -> Any:
 class SignalService:
     # --- who sends -------------------------------------------------------------------
 
-    def webhook_user(self, session: Session, webhook_key: str) -> User | None:
-        """The active user whose webhook key this is (only its hash is stored)."""
-        rows = _WEBHOOK_USER.rows(session, {"hash": sha256_hex(webhook_key)})
-        user = load(session, User, rows[0]._asdict()) if rows else None
-        return user if user is not None and user.is_active else None
+    def webhook_sender(self, on: Session | Connection, webhook_key: str) -> Sender | None:
+        """The active user whose webhook key this is (only its hash is stored): one
+        prepared read of the columns the webhook needs, on every webhook."""
+        rows = _WEBHOOK_SENDER.rows(on, {"hash": sha256_hex(webhook_key)})
+        if not rows or not rows[0].is_active:
+            return None
+        return Sender(rows[0].id, rows[0].username, rows[0].settings)
 
     def new_webhook_key(self, session: Session, principal: Principal) -> str:
         """Give the caller a new webhook key (shown once; the old one stops working)."""
@@ -240,7 +263,7 @@ class SignalService:
     def check_signature(
         self,
         credentials_session: Session,
-        user: User,
+        user: User | Sender,
         raw: bytes,
         *,
         timestamp: str | None,
@@ -344,6 +367,35 @@ class SignalService:
 
         *redact*: a secret in the body (the webhook key) kept out of what is stored;
         *window*: the idempotency window (default ``signal_dedup_window_seconds``)."""
+        return self.receive_parsed(
+            session,
+            user_id=user_id,
+            raw=raw,
+            content_type=content_type,
+            source_ip=source_ip,
+            source=source,
+            settings=settings,
+            redact=redact,
+            at=at,
+            window=window,
+        )[0]
+
+    def receive_parsed(
+        self,
+        session: Session,
+        *,
+        user_id: int,
+        raw: bytes,
+        content_type: str | None,
+        source_ip: str | None,
+        source: str,
+        settings: Settings,
+        redact: str | None = None,
+        at: datetime | None = None,
+        window: int | None = None,
+    ) -> tuple[Signal, payload.SignalFields | None]:
+        """`receive`, and the fields read from the body (None when it is not JSON), for an
+        `execute` that follows in this process (signals/batch.py) not to read them again."""
         now = at or utc_now()
         text = raw.decode("utf-8", errors="replace")
         if redact:
@@ -383,7 +435,7 @@ class SignalService:
         signal_id = _INSERT_SIGNAL.scalar(session, values)
         if refusal is not None:
             _emit_rejected(session, user_id, signal_id, refusal, values)
-        return attach(session, Signal, {**values, "id": signal_id})
+        return attach(session, Signal, {**values, "id": signal_id}), fields
 
     def first_copy(
         self, session: Session, *, user_id: int, raw: bytes, at: datetime, window: int
@@ -413,12 +465,13 @@ class SignalService:
         settings: Settings,
         *,
         stored: Signal | None = None,
+        fields: payload.SignalFields | None = None,
     ) -> Signal | None:
         """Execute a received signal: claim it, check it, place its orders, and record the
         outcome, all in the caller's transaction. None when another process has it.
 
         *stored*: the signal as this process just stored it (committed, not read back), so
-        that it is not read again."""
+        that it is not read again; *fields*: what `receive_parsed` read from its body."""
         claimed_at = utc_now()
         if not _CLAIM.run(session, {"sid": signal_id, "now": claimed_at}):
             return None
@@ -433,7 +486,8 @@ class SignalService:
             signal = found
         user = _user(session, signal.user_id)
         principal = principal_for(user, ip_address=signal.source_ip)
-        fields = payload.parse(payload.decode((signal.raw_payload or "").encode()))
+        if fields is None or stored is None:
+            fields = payload.parse(payload.decode((signal.raw_payload or "").encode()))
         now = utc_now()
         try:
             with session.begin_nested():
@@ -597,10 +651,14 @@ class SignalService:
 
     def _account(self, session: Session, principal: Principal, name: str | None) -> TradingAccount:
         if name is None:  # the usual case, prepared: the user's primary (or first) account
-            rows = _DEFAULT_ACCOUNT.rows(session, {"uid": principal.user_id})
-            if not rows:
-                raise AccountUnknown("you have no active trading account: create one first")
-            return load(session, TradingAccount, rows[0]._asdict())
+
+            def read() -> TradingAccount:
+                rows = _DEFAULT_ACCOUNT.rows(session, {"uid": principal.user_id})
+                if not rows:
+                    raise AccountUnknown("you have no active trading account: create one first")
+                return load(session, TradingAccount, rows[0]._asdict())
+
+            return _kept(session, ("account", principal.user_id), read)
         statement = select(TradingAccount).where(
             TradingAccount.user_id == principal.user_id, TradingAccount.is_active.is_(True)
         )
@@ -630,19 +688,22 @@ class SignalService:
         # not on SQLite (its write lock is the transaction's): read unlocked, the cash loaded
         # here would be stale when the order books it, and the target position could move
         # under a concurrent signal.
-        locked = session.get_bind().dialect.name != "sqlite"
-        statement = _PORTFOLIO[(portfolio_id is not None, locked)]
-        params: dict[str, Any] = {"aid": account.id}
-        if portfolio_id is not None:
-            params["pid"] = portfolio_id
-        rows = statement.rows(session, params)
-        portfolio = load(session, Portfolio, rows[0]._asdict()) if rows else None
-        if portfolio is None:
-            raise AccountUnknown(
-                f"account {account.account_name!r} has no active portfolio: create one",
-                details={"account_id": account.id},
-            )
-        return portfolio
+        def read() -> Portfolio:
+            locked = session.get_bind().dialect.name != "sqlite"
+            statement = _PORTFOLIO[(portfolio_id is not None, locked)]
+            params: dict[str, Any] = {"aid": account.id}
+            if portfolio_id is not None:
+                params["pid"] = portfolio_id
+            rows = statement.rows(session, params)
+            if not rows:
+                raise AccountUnknown(
+                    f"account {account.account_name!r} has no active portfolio: create one",
+                    details={"account_id": account.id},
+                )
+            return load(session, Portfolio, rows[0]._asdict())
+
+        # Kept locked (elsewhere) for the rest of the transaction, see `_kept`.
+        return _kept(session, ("portfolio", account.id, portfolio_id), read)
 
     def _net(
         self, session: Session, portfolio: Portfolio, symbol: str, exchange: str, product: str
@@ -1087,8 +1148,10 @@ def _finish_statement(names: frozenset[str]) -> Prepared:
 
 # The reads of every signal, prepared too; rows loaded as objects (core/models.py: load).
 _users = cast(Table, User.__table__)
-_WEBHOOK_USER = Prepared(
-    select(_users).where(_users.c.webhook_key_hash == bindparam("hash")).limit(1)
+_WEBHOOK_SENDER = Prepared(
+    select(_users.c.id, _users.c.username, _users.c.settings, _users.c.is_active)
+    .where(_users.c.webhook_key_hash == bindparam("hash"))
+    .limit(1)
 )
 _accounts = cast(Table, TradingAccount.__table__)
 _DEFAULT_ACCOUNT = Prepared(
@@ -1119,22 +1182,43 @@ signal = SignalService()
 
 
 def _user(session: Session, user_id: int) -> User:
-    """The signal's user, read once per transaction: the session's identity map holds
-    objects weakly, so a group of signals (signals/batch.py) would read it again for each."""
-    transaction = session.get_transaction()
-    cached = session.info.get(_USERS)
-    if cached is None or cached[0] is not transaction:  # a new transaction reads afresh
-        cached = session.info[_USERS] = (transaction, {})
-    users: dict[int, User] = cached[1]
-    user = users.get(user_id)
-    if user is None or user not in session:
+    """The signal's user, read once per transaction (see `_kept`)."""
+
+    def read() -> User:
         found = session.get(User, user_id)
         assert found is not None
-        user = users[user_id] = found
-    return user
+        return found
+
+    return _kept(session, ("user", user_id), read)
 
 
-_USERS = "tradebase.signals.users"
+_M = TypeVar("_M")
+
+
+def _kept(session: Session, key: tuple[Any, ...], read: Callable[[], _M]) -> _M:
+    """What *read* gives, kept for the rest of the session's transaction.
+
+    The session's identity map holds objects weakly, so each signal of a group
+    (signals/batch.py) would read its user, account and portfolio again. Kept until the
+    transaction ends or anything in it rolls back: a savepoint rolled back releases the
+    row locks taken in it (PostgreSQL), and may undo what was read.
+    """
+    transaction = session.get_transaction()
+    kept: tuple[Any, dict[tuple[Any, ...], Any]] | None = session.info.get(_KEPT)
+    if kept is None or kept[0] is not transaction:
+        kept = session.info[_KEPT] = (transaction, {})
+    found = kept[1].get(key)
+    if found is None or found not in session:
+        found = kept[1][key] = read()
+    return cast(_M, found)
+
+
+_KEPT = "tradebase.signals.kept"
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_kept(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_KEPT, None)
 
 
 @dataclass(frozen=True)
@@ -1178,37 +1262,106 @@ def submit(
 ) -> Answer:
     """Store the signal (its own transaction: once this returns, it is durable), execute it
     (another), and return it; a repeat returns the first copy once that one is finished."""
-    stored: Signal | None = None
-    now = utc_now()
-    window = window or settings.signal_dedup_window_seconds
+    incoming = _incoming(factory, settings, user_id, raw, content_type, source_ip, source,
+                         redact, window)  # fmt: skip
     writer = batch.batcher_for(factory, settings)
-    item = None
     if writer is not None:  # stored and executed with the signals arriving with it
-        item = writer.submit(
-            batch.Incoming(
-                user_id, raw, content_type, source_ip, source, redact, window, now, settings
-            )
+        item = writer.submit(incoming)
+        if not item.alone:
+            return _grouped(item) or _after_group(factory, item)
+    return _alone(factory, incoming)
+
+
+async def submit_async(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    user_id: int,
+    raw: bytes,
+    content_type: str | None,
+    source_ip: str | None,
+    source: str,
+    redact: str | None = None,
+    window: int | None = None,
+) -> Answer:
+    """`submit` for the event loop: with group commit, the request waits for its group
+    without holding a thread of the pool (the usual answer needs no database read); any
+    other way goes to the thread pool."""
+    incoming = _incoming(factory, settings, user_id, raw, content_type, source_ip, source,
+                         redact, window)  # fmt: skip
+    writer = batch.batcher_for(factory, settings)
+    if writer is not None:
+        item = await writer.submit_async(incoming)
+        if not item.alone:
+            answer = _grouped(item)
+            if answer is not None:
+                return answer
+            return await run_in_threadpool(_after_group, factory, item)
+    return await run_in_threadpool(_alone, factory, incoming)
+
+
+def _incoming(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    user_id: int,
+    raw: bytes,
+    content_type: str | None,
+    source_ip: str | None,
+    source: str,
+    redact: str | None,
+    window: int | None,
+) -> batch.Incoming:
+    return batch.Incoming(
+        user_id,
+        raw,
+        content_type,
+        source_ip,
+        source,
+        redact,
+        window or settings.signal_dedup_window_seconds,
+        utc_now(),
+        settings,
+    )
+
+
+def _grouped(item: batch.Incoming) -> Answer | None:
+    """The answer to a signal its group stored and executed, when no read is needed."""
+    if item.stored is not None and item.done is not None:
+        return Answer(item.done, False)
+    if item.stored is not None and item.refused:
+        return Answer(item.stored, False)  # refused as it was stored
+    return None
+
+
+def _after_group(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
+    """The answer to a signal of a group that `_grouped` could not give: a copy's (the
+    first one's, once it is done), or one read back."""
+    settings = item.settings
+    if item.stored is None:
+        return _repeat(
+            factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
         )
-    if item is not None and not item.alone:
-        if item.stored is None:
-            return _repeat(factory, settings, user_id=user_id, raw=raw, at=now, window=window)
-        if item.done is not None:
-            return Answer(item.done, False)
-        if item.refused:
-            return Answer(item.stored, False)  # refused as it was stored
-        return Answer(_wait(factory, item.stored.id, settings.signal_wait_seconds), False)
+    return _grouped(item) or Answer(
+        _wait(factory, item.stored.id, settings.signal_wait_seconds), False
+    )
+
+
+def _alone(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
+    """Store and execute one signal in transactions of its own (no group commit)."""
+    settings, now, window = item.settings, item.at, item.window
+    stored: Signal | None = None
     for attempt in range(5):
         try:
             with unit_of_work(factory=factory) as session:
                 stored = signal.receive(
                     session,
-                    user_id=user_id,
-                    raw=raw,
-                    content_type=content_type,
-                    source_ip=source_ip,
-                    source=source,
+                    user_id=item.user_id,
+                    raw=item.raw,
+                    content_type=item.content_type,
+                    source_ip=item.source_ip,
+                    source=item.source,
                     settings=settings,
-                    redact=redact,
+                    redact=item.redact,
                     at=now,
                     window=window,
                 )
@@ -1220,7 +1373,7 @@ def submit(
                 raise
             time.sleep(0.01 * (attempt + 1))
     if stored is None:
-        return _repeat(factory, settings, user_id=user_id, raw=raw, at=now, window=window)
+        return _repeat(factory, settings, user_id=item.user_id, raw=item.raw, at=now, window=window)
     if stored.status == SignalStatus.received:
         done = run(factory, settings, stored.id)
         # Executed here and committed, every column loaded: that is the outcome, no need
