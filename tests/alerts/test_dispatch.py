@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from tests.alerts.receiver import Receiver, verify
 from tests.conftest import Scratch
@@ -139,3 +140,58 @@ def test_the_worker_process_sends_webhooks_too(
         engines.dispose()
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_events_nobody_subscribes_to_are_marked_in_one_round_and_subscribers_keep_theirs(
+    scratch: Scratch,
+) -> None:
+    # With no active webhook anywhere the dispatcher marks the events dispatched in one
+    # statement a poll interval; an event of a user who has a webhook by then (created
+    # between its look and its mark) is left to the fan-out, which delivers it.
+    settings = scratch.settings().model_copy(update={"webhook_poll_seconds": 60.0})
+    for database in Database:
+        migrate.upgrade(database, "head", settings=settings)
+    receiver = Receiver()
+    engines = Engines(settings)
+    main = engines.session_factory(Database.main)
+
+    def undispatched() -> list[int]:
+        with unit_of_work(factory=main, write=False) as session:
+            rows = session.execute(
+                text("SELECT payload FROM events WHERE dispatched_at IS NULL ORDER BY id")
+            ).scalars()
+            return [(json.loads(p) if isinstance(p, str) else p)["n"] for p in rows]
+
+    try:
+        with unit_of_work(factory=main) as session:
+            a, b = create_user(session), create_user(session)
+            for n in range(3):
+                emit(session, b.id, "failover", {"n": n})
+        dispatcher = Dispatcher(engines, settings)
+        dispatcher.tick()  # nobody subscribes: the three are marked, nothing delivered
+        assert undispatched() == []
+        with (
+            unit_of_work(factory=main) as session,
+            unit_of_work(factory=engines.session_factory(Database.credentials)) as creds,
+        ):
+            who = Principal(user_id=a.id, username=a.username, role="trader")
+            webhook_service.create(
+                session, creds, who, url=receiver.url, events=["failover"], settings=settings
+            )
+            emit(session, a.id, "failover", {"n": 10})
+            emit(session, b.id, "failover", {"n": 20})
+        dispatcher._mark_unsubscribed()  # within the poll interval of the last: nothing
+        assert undispatched() == [10, 20]
+        dispatcher._unsubscribed_marked_at = -float("inf")
+        dispatcher._mark_unsubscribed()  # as if A's webhook came after the look
+        assert undispatched() == [10]
+        dispatcher.tick()
+        assert len(receiver.wait(1, timeout=30)) == 1
+        dispatcher.stop()
+        assert [json.loads(r.body)["data"]["n"] for r in receiver.requests] == [10]
+        assert undispatched() == []
+        with unit_of_work(factory=main, write=False) as session:
+            assert session.scalar(text("SELECT COUNT(*) FROM webhook_deliveries")) == 1
+    finally:
+        receiver.close()
+        engines.dispose()

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, exists, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase import __version__
@@ -67,6 +67,7 @@ DELIVERY_HEADER = "X-Tradebase-Delivery"
 BODY_LIMIT = 2000  # characters of a receiver's answer kept
 READ_LIMIT = 65_536  # bytes of it read at most
 FAN_OUT_BATCH = 200
+_ANY_ACTIVE_WEBHOOK = select(Webhook.id).where(Webhook.is_active.is_(True)).limit(1)
 COALESCE_SECONDS = 0.05  # how long a woken dispatcher waits for the rest of a burst
 
 
@@ -196,6 +197,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._inflight: set[int] = set()
+        self._unsubscribed_marked_at = -float("inf")  # time.monotonic()
 
     @property
     def lease(self) -> timedelta:
@@ -247,6 +249,10 @@ class Dispatcher:
         with unit_of_work(factory=self._main, write=False) as session:
             if session.scalar(waiting) is None:  # the common case, without the write lock
                 return 0
+            subscribed = session.scalar(_ANY_ACTIVE_WEBHOOK) is not None
+        if not subscribed:
+            self._mark_unsubscribed()
+            return 0
         with unit_of_work(factory=self._main) as session:
             statement = (
                 select(Event)
@@ -291,6 +297,26 @@ class Dispatcher:
                 .execution_options(synchronize_session=False)
             )
             return len(rows)
+
+    def _mark_unsubscribed(self) -> None:
+        """With no active webhook there is nothing to deliver: mark the events dispatched,
+        once a poll interval in one statement rather than a write-locked round per burst
+        of orders. An event of a user who has an active webhook by then is left to
+        `fan_out` (the webhook may have been created a moment ago)."""
+        now = time.monotonic()
+        if now - self._unsubscribed_marked_at < self.settings.webhook_poll_seconds:
+            return
+        self._unsubscribed_marked_at = now
+        with unit_of_work(factory=self._main) as session:
+            session.execute(
+                update(Event)
+                .where(
+                    Event.dispatched_at.is_(None),
+                    ~exists().where(Webhook.user_id == Event.user_id, Webhook.is_active.is_(True)),
+                )
+                .values(dispatched_at=utc_now())
+                .execution_options(synchronize_session=False)
+            )
 
     # --- sending ------------------------------------------------------------------------
 
