@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Migrated, ScratchFactory
 from tradebase.core import migrate
@@ -103,3 +104,45 @@ def test_autocommit_sqlite_connections_commit_each_statement(
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM bot_metrics").scalar() == 1
     engine.dispose()
+
+
+def test_sqlite_savepoints_go_to_the_driver_and_keep_their_meaning(
+    scratch_factory: ScratchFactory,
+) -> None:
+    # SAVEPOINT, RELEASE and ROLLBACK TO are sent to the driver by core/db.py: a rolled-back
+    # savepoint undoes only its own writes, a released one keeps them, nested ones work, and
+    # the driver's error comes back as SQLAlchemy's.
+    scratch = scratch_factory.new("sqlite", "savepoints")
+    engine = create_db_engine(scratch.main_url, scratch.settings())
+    sent: list[str] = []
+    try:
+        with engine.connect() as conn:
+            conn.connection.dbapi_connection.set_trace_callback(sent.append)  # type: ignore[union-attr]
+            conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+            conn.commit()
+            with conn.begin():
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                kept = conn.begin_nested()
+                conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+                inner = conn.begin_nested()
+                conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+                inner.rollback()
+                kept.commit()
+                undone = conn.begin_nested()
+                conn.exec_driver_sql("INSERT INTO t VALUES (4)")
+                undone.rollback()
+            assert [r[0] for r in conn.exec_driver_sql("SELECT n FROM t ORDER BY n")] == [1, 2]
+            with pytest.raises(OperationalError, match="no such savepoint"):
+                engine.dialect.do_release_savepoint(conn, "never_made")
+    finally:
+        engine.dispose()
+    savepoints = [s for s in sent if "SAVEPOINT" in s]
+    assert savepoints == [
+        "SAVEPOINT sa_savepoint_1",
+        "SAVEPOINT sa_savepoint_2",
+        "ROLLBACK TO SAVEPOINT sa_savepoint_2",
+        "RELEASE SAVEPOINT sa_savepoint_1",
+        "SAVEPOINT sa_savepoint_3",
+        "ROLLBACK TO SAVEPOINT sa_savepoint_3",
+        "RELEASE SAVEPOINT never_made",
+    ]

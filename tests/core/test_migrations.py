@@ -98,7 +98,8 @@ def test_check_fails_when_a_model_gains_a_column(
     changed.tables["users"].append_column(Column("login_count", Integer))
     changed.tables["orders"].append_constraint(ck("tag_not_empty", "{len:tag} > 0"))
     DefaultClause("manual")._set_parent(changed.tables["orders"].c.tag)  # a new server default
-    tb(scratch, "db", "upgrade")
+    code, out = tb(scratch, "db", "upgrade")
+    assert code == 0, out
     monkeypatch.setattr(
         "tradebase.schema.metadata_for",
         lambda database: changed if database is Database.main else credentials_metadata,
