@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tests.accounts.helpers import assert_error_shape
 from tests.conftest import LiveServer
 from tests.signals.helpers import make_trader, positions
+from tradebase.core.db import Database
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -409,3 +413,40 @@ def test_portfolio_names_where_the_order_goes(live: LiveServer) -> None:
             assert message in sent.json()["error"]["message"]
         rows = http.get(f"/api/v1/portfolios/{swing}/positions", headers=trader.auth).json()
     assert [(p["symbol"], p["quantity"]) for p in rows] == [("PFX", "2")]
+
+
+def test_a_webhook_waiting_for_a_connection_does_not_hold_the_server_up(live: LiveServer) -> None:
+    # Every connection of the server's pool is taken: a webhook waits for one (in the
+    # thread pool, not in the event loop), the server answers other requests meanwhile,
+    # and the webhook is executed once a connection is free.
+    trader = make_trader(live)
+    engine = live.app.state.engines.engine(Database.main)
+    held = [engine.connect() for _ in range(live.settings.pool_size + live.settings.max_overflow)]
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(
+                _post,
+                live,
+                f"/webhook/{trader.webhook_key}",
+                {"ticker": "WAIT", "side": "buy", "qty": "1", "price": "10", "order_id": "w1"},
+            )
+            time.sleep(0.5)
+            started = time.monotonic()
+            with live.client() as http:
+                assert http.get("/openapi.json").status_code == 200
+            assert time.monotonic() - started < 2.0
+            assert not sent.done()  # still waiting for a connection
+            for connection in held:
+                connection.close()
+            answer = sent.result(timeout=30)
+    finally:
+        for connection in held:
+            connection.close()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["signal"]["status"] == "processed"
+    assert ("WAIT", "long", "1") in positions(live, trader)
+
+
+def _post(live: LiveServer, path: str, body: dict[str, str]) -> Any:
+    with live.client() as http:
+        return http.post(path, json=body)

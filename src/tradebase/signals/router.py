@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -111,10 +112,8 @@ async def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -
     engines = engines_of(request)
     factory = engines.session_factory(Database.main)
     ip = client_ip(request)
-    # One prepared read of an index, in the event loop on SQLite (a file read of a few
-    # tens of µs, cheaper than the trip to the thread pool); a round trip elsewhere.
     engine = engines.engine(Database.main)
-    if engine.dialect.name == "sqlite":
+    if _in_loop(engine):
         user = _sender(engine, key)
     else:
         user = await run_in_threadpool(_sender, engine, key)
@@ -141,6 +140,17 @@ async def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -
         redact=redact,
         window=window if limits.signed else None,
     )
+
+
+def _in_loop(engine: Engine) -> bool:
+    """Whether the sender is read in the event loop: on SQLite (one prepared read of an
+    index, a few tens of µs, cheaper than the trip to the thread pool) while the pool has
+    a connection to spare (a checkout that waits must not hold the loop up); elsewhere
+    the read is a round trip, made in the pool."""
+    if engine.dialect.name != "sqlite":
+        return False
+    pool = engine.pool
+    return not isinstance(pool, QueuePool) or pool.checkedout() < pool.size()
 
 
 def _sender(engine: Engine, key: str) -> inbox.Sender:
