@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tradebase.config import Settings, SettingsError, load_settings, normalize_database_url
+from tradebase.config import (
+    Settings,
+    SettingsError,
+    get_settings,
+    load_settings,
+    normalize_database_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,3 +101,27 @@ def test_the_readme_lists_every_setting() -> None:
     for name, field in Settings.model_fields.items():
         assert f"TRADEBASE_{name.upper()}" in documented, name
         assert field.description, name
+
+
+def test_settings_read_under_another_environment_are_not_handed_to_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race behind a CLI test once running on an empty database: a background thread
+    # read the process's settings just after the test cleared them, and the command, run
+    # under the test's environment, got those. Settings are read once per environment.
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("TRADEBASE_"):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    try:
+        plain = get_settings()  # the other thread, under the process's environment
+        assert plain.data_dir == Path("tradebase-data")  # relative: the working directory
+        monkeypatch.setenv("TRADEBASE_DATA_DIR", str(tmp_path / "mine"))
+        mine = get_settings()  # the command, under its own
+        assert mine.data_dir == tmp_path / "mine"
+        assert get_settings() is mine  # read once
+        monkeypatch.delenv("TRADEBASE_DATA_DIR")
+        assert get_settings() is plain
+    finally:
+        get_settings.cache_clear()

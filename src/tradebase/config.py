@@ -9,7 +9,6 @@ import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -552,7 +551,38 @@ def load_settings() -> Settings:
         raise SettingsError(format_validation_error(exc)) from None
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read once; tests call ``get_settings.cache_clear()``."""
-    return load_settings()
+class _ProcessSettings:
+    """`get_settings`: the settings of the process's environment, read once.
+
+    Read once per environment (the ``TRADEBASE_*`` variables and the working directory,
+    which the ``.env`` file and a relative data directory are found from), not once per
+    process: a program that runs commands under another environment (tests with typer's
+    CliRunner, which swaps ``os.environ`` for the length of a command) must not get
+    settings that another thread read a moment before the swap. In a server the
+    environment does not change, so this is one read."""
+
+    _LIMIT = 16  # environments remembered at most
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[object, ...], Settings] = {}
+
+    def __call__(self) -> Settings:
+        try:
+            where = os.getcwd()
+        except OSError:  # the working directory was removed
+            where = ""
+        key = (where, *sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+        found = self._read.get(key)
+        if found is None:
+            found = load_settings()
+            read = self._read if len(self._read) < self._LIMIT else {}
+            self._read = {**read, key: found}  # one assignment: safe for other threads
+        return found
+
+    def cache_clear(self) -> None:
+        """Forget what was read (tests change the environment's files, not only its
+        variables)."""
+        self._read = {}
+
+
+get_settings = _ProcessSettings()

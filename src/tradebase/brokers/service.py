@@ -154,14 +154,12 @@ class BrokerService:
             purpose="postback secret set",
             ip_address=principal.ip_address,
         )
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="account.postback_secret",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="trading_account",
             resource_id=account.id,
-            ip_address=principal.ip_address,
         )
         return secret
 

@@ -148,14 +148,12 @@ class MirrorService:
             current["step"] = str(step)
         user.settings = {**(user.settings or {}), "mirroring": current}
         session.flush()
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="mirroring.updated",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="user",
             resource_id=principal.user_id,
-            ip_address=principal.ip_address,
             details={"rule": current.get("rule"), "accounts": [int(a["id"]) for a in accounts]},
         )
         return self.settings(session, principal)
@@ -250,14 +248,12 @@ class MirrorService:
             )
             index += 1
         session.flush()
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="mirror.created",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="mirror_order",
             resource_id=parent.id,
-            ip_address=principal.ip_address,
             details={"rule": rule, "legs": index},
         )
         return parent, True

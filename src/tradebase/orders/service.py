@@ -349,14 +349,12 @@ class OrderService:
             fill_price=execution.price,
             filled_at=now,
         )
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="order.placed",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="order",
             resource_id=order_id,
-            ip_address=principal.ip_address,
             details={
                 "symbol": symbol,
                 "side": side,
@@ -414,14 +412,12 @@ class OrderService:
         self._write_events(
             session, placed.id, [(OrderEventType.created, None, OrderStatus.pending, {})], now
         )
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="order.placed",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="order",
             resource_id=placed.id,
-            ip_address=principal.ip_address,
             details={
                 "symbol": fields["symbol"],
                 "side": fields["side"],
@@ -569,14 +565,12 @@ class OrderService:
             if placed.status in RESTING:
                 self._cancel_with_reason(session, placed, "IOC: not filled immediately", now)
             session.flush()
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="order.placed",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="order",
             resource_id=placed.id,
-            ip_address=principal.ip_address,
             details={
                 "symbol": fields["symbol"],
                 "side": fields["side"],
@@ -646,15 +640,13 @@ class OrderService:
         _emit_order(
             session, EventType.order_rejected, values | {"id": order_id}, reason=refusal.message
         )
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="order.rejected",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="order",
             resource_id=order_id,
             details={"reason": refusal.message},
-            ip_address=principal.ip_address,
         )
         raise OrderRejected(
             f"order rejected: {refusal.message}",
@@ -1277,14 +1269,12 @@ class OrderService:
         _event(session, order, OrderEventType.cancelled, OrderStatus.cancelled)
         session.flush()
         _emit_order(session, EventType.order_cancelled, order, reason="cancelled by the user")
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="order.cancelled",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="order",
             resource_id=order.id,
-            ip_address=principal.ip_address,
         )
         return order
 
@@ -1344,15 +1334,13 @@ class OrderService:
                 utc_now(),
             )
             session.flush()
-            audit_service.record(
+            audit_service.record_by(
                 session,
+                principal,
                 action="order.amended",
-                user_id=principal.user_id,
-                actor=principal.username,
                 resource_type="order",
                 resource_id=order.id,
                 details=changes,
-                ip_address=principal.ip_address,
             )
         return order
 

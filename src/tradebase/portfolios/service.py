@@ -83,14 +83,12 @@ class AccountService:
                 session.flush()
         except IntegrityError:
             raise AccountNameTaken(f"you already have an account named {account_name!r}") from None
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action="account.created",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="trading_account",
             resource_id=account.id,
-            ip_address=principal.ip_address,
         )
         return account
 
@@ -255,15 +253,13 @@ class PortfolioService:
         )
         movement = session.get(CashMovement, movement_id)
         assert movement is not None
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action=f"cash.{kind}",
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type="portfolio",
             resource_id=portfolio.id,
             details={"amount": str(amount)},
-            ip_address=principal.ip_address,
         )
         return movement
 

@@ -1201,7 +1201,9 @@ def _kept(session: Session, key: tuple[Any, ...], read: Callable[[], _M]) -> _M:
     The session's identity map holds objects weakly, so each signal of a group
     (signals/batch.py) would read its user, account and portfolio again. Kept until the
     transaction ends or anything in it rolls back: a savepoint rolled back releases the
-    row locks taken in it (PostgreSQL), and may undo what was read.
+    row locks taken in it (PostgreSQL), and may undo what was read. A kept portfolio
+    stays right because every Core write of its row tells the object what it wrote
+    (`PortfolioService.move_cash` calls `core.models.written`); ORM writes do anyway.
     """
     transaction = session.get_transaction()
     kept: tuple[Any, dict[tuple[Any, ...], Any]] | None = session.info.get(_KEPT)

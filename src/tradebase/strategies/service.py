@@ -407,14 +407,12 @@ class StrategyService:
         resource_id: int,
         **details: Any,
     ) -> None:
-        audit_service.record(
+        audit_service.record_by(
             session,
+            principal,
             action=action,
-            user_id=principal.user_id,
-            actor=principal.username,
             resource_type=resource_type,
             resource_id=resource_id,
-            ip_address=principal.ip_address,
             details=details or None,
         )
 
