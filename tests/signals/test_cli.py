@@ -33,6 +33,10 @@ def test_list_and_replay(live: LiveServer, cli: CliRunner) -> None:
         refused = http.post(f"/webhook/{trader.webhook_key}", json=body)
     assert refused.status_code in (400, 409, 422), refused.text
     signal_id = refused.json()["error"]["details"]["signal_id"]
+    with live.client() as http:  # a copy answers with the same refusal
+        copy = http.post(f"/webhook/{trader.webhook_key}", json=body)
+    assert copy.status_code == refused.status_code, copy.text
+    assert copy.json()["error"]["details"]["signal_id"] == signal_id
     listed = cli.invoke(app, ["signals", "list", "--status", "rejected", "--limit", "50"])
     assert listed.exit_code == 0, listed.output
     assert any(line.split()[1:2] == [str(signal_id)] for line in listed.output.splitlines())
@@ -51,6 +55,15 @@ def test_list_and_replay(live: LiveServer, cli: CliRunner) -> None:
     assert replayed.exit_code == 0, replayed.output
     assert replayed.output == f"signal {signal_id}: processed, 1 order(s)\n"
     assert positions(live, trader) == [("BTC", "long", "2")]
+    # A copy of the alert now answers with the outcome of the replay, not the refusal the
+    # server saw when it executed the signal (the server tells copies from memory).
+    with live.client() as http:
+        copy = http.post(f"/webhook/{trader.webhook_key}", json=body)
+    assert copy.status_code == 200, copy.text
+    assert copy.json()["duplicate"] is True
+    assert copy.json()["signal"]["id"] == signal_id
+    assert copy.json()["signal"]["status"] == "processed"
+    assert [o["quantity"] for o in copy.json()["signal"]["outcome"]["orders"]] == ["2"]
     # a processed signal is not replayed, and nothing more is bought
     twice = cli.invoke(app, ["signals", "replay", str(signal_id)])
     assert twice.exit_code == 1 and "only a rejected or failed signal is replayed" in twice.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,23 +19,20 @@ def test_one_alert_sent_100_times_concurrently(live: LiveServer) -> None:
     )
     start = threading.Barrier(100)
 
-    def send(_: int) -> tuple[httpx.Response, float]:
+    def send(_: int) -> httpx.Response:
         with httpx.Client(base_url=live.url, timeout=60) as http:
             start.wait()
-            began = time.perf_counter()
-            answer = http.post(
+            return http.post(
                 f"/webhook/{trader.webhook_key}",
                 content=body,
                 headers={"Content-Type": "text/plain"},
             )
-            return answer, time.perf_counter() - began
 
     with ThreadPoolExecutor(max_workers=100) as pool:
-        timed = list(pool.map(send, range(100)))
-    answers = [answer for answer, _ in timed]
-    # TradingView gives up after 3 seconds; even the last of 100 at once is answered sooner
-    # (about 0.8 s on SQLite and PostgreSQL, 1.2 s on MariaDB, on two shared cores).
-    assert max(seconds for _, seconds in timed) < 3.0
+        answers = list(pool.map(send, range(100)))
+    # How long the slowest of them waits (TradingView gives up after 3 seconds) is measured
+    # by bench/bench_burst.py, with the server in a process of its own: here 100 client
+    # threads and the server share one interpreter, and the machine the suite.
     assert [a.status_code for a in answers] == [200] * 100, {a.text for a in answers}
     signals = {a.json()["signal"]["id"] for a in answers}
     assert len(signals) == 1

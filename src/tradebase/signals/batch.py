@@ -25,7 +25,9 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
@@ -42,6 +44,12 @@ from tradebase.signals.payload import SignalFields
 
 log = logging.getLogger("tradebase.signals")
 
+Key = tuple[int, str]  # (user id, one of a signal's two idempotency keys)
+# How many stored signals a writer keeps for telling copies, and for how long: a copy
+# comes within the idempotency window (a TradingView retry, the same alert fired twice).
+RECENT_MAX = 4096
+RECENT_SECONDS = 300.0
+
 
 @dataclass
 class Incoming:
@@ -57,6 +65,7 @@ class Incoming:
     at: Any  # the time it was received (datetime)
     settings: Settings
     stored: Signal | None = None  # None: a copy of a signal in the inbox already
+    copy_of: Incoming | None = None  # the first copy, when this writer stored it
     fields: SignalFields | None = None  # what storing it read from its body
     refused: bool = False  # stored as rejected (a malformed body, a bad field): the answer
     alone: bool = False  # the group could not be stored: the request goes its own way
@@ -81,6 +90,9 @@ class Batcher:
         self.sqlite = bind.dialect.name == "sqlite"
         self.queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self.largest_group = 0  # the most signals one group has held (for tests and ops)
+        # The signals this writer stored lately, by unique key (writer thread only): a copy
+        # of one is told from its keys, with no INSERT that fails and no read.
+        self.recent: OrderedDict[Key, tuple[float, Incoming]] = OrderedDict()
         self.thread = threading.Thread(target=self._loop, name="signal-writer", daemon=True)
         self.thread.start()
 
@@ -127,7 +139,7 @@ class Batcher:
             except Exception:  # nothing was stored: each request stores its own signal
                 log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
                 for item in group:
-                    item.stored, item.alone = None, True
+                    item.stored, item.copy_of, item.alone = None, None, True
                     item.finish()
                 continue
             try:
@@ -148,29 +160,56 @@ class Batcher:
     def _store(self, group: list[Incoming]) -> None:
         from tradebase.signals.service import signal as service
 
+        stored: dict[Key, Incoming] = {}
         with unit_of_work(factory=self.factory) as session:
             for item in group:
+                row = service.prepare(
+                    user_id=item.user_id,
+                    raw=item.raw,
+                    content_type=item.content_type,
+                    source_ip=item.source_ip,
+                    source=item.source,
+                    settings=item.settings,
+                    redact=item.redact,
+                    at=item.at,
+                    window=item.window,
+                )
+                item.fields = row.fields
+                first = next(
+                    (f for k in row.keys if (f := stored.get(k) or self._recent(k)) is not None),
+                    None,
+                )
+                if first is not None:  # the INSERT would break a unique key: a copy
+                    item.stored, item.copy_of = None, first
+                    continue
                 try:
                     # SQLite undoes only the failed statement of a unique key's violation,
                     # so the group's transaction goes on without the copy; PostgreSQL
                     # needs a savepoint for that (a failed statement spoils the rest).
                     with self._savepoint(session):
-                        item.stored, item.fields = service.receive_parsed(
-                            session,
-                            user_id=item.user_id,
-                            raw=item.raw,
-                            content_type=item.content_type,
-                            source_ip=item.source_ip,
-                            source=item.source,
-                            settings=item.settings,
-                            redact=item.redact,
-                            at=item.at,
-                            window=item.window,
-                        )
+                        item.stored = service.store(session, row)
                 except IntegrityError:
-                    item.stored = None
+                    item.stored = None  # a copy stored by another process (or forgotten)
                 else:
                     item.refused = item.stored.status != SignalStatus.received
+                    stored.update(dict.fromkeys(row.keys, item))
+        self._remember(stored)  # committed
+
+    def _recent(self, key: Key) -> Incoming | None:
+        found = self.recent.get(key)
+        if found is None or time.monotonic() - found[0] > RECENT_SECONDS:
+            return None
+        return found[1]
+
+    def _remember(self, stored: dict[Key, Incoming]) -> None:
+        now = time.monotonic()
+        for key, item in stored.items():
+            self.recent[key] = (now, item)
+        while self.recent:
+            oldest = next(iter(self.recent.values()))
+            if len(self.recent) <= RECENT_MAX and now - oldest[0] <= RECENT_SECONDS:
+                break
+            self.recent.popitem(last=False)
 
     def _savepoint(self, session: Session) -> Any:
         """Nothing on SQLite (see _store and _execute), a savepoint elsewhere."""
@@ -203,9 +242,7 @@ class Batcher:
                     service.mark_failed(session, signal_id, f"{type(exc).__name__}: {exc}")
                     item.done = None  # answered from the database (service.py: _wait)
         for item in pending:
-            # PostgreSQL gives JSONB keys back in an order of its own: there the answer is
-            # read back, so that the first copy answers as its repeats do.
-            if item.done is not None and (not self.sqlite or item.done.status not in _FINAL):
+            if item.done is not None and item.done.status not in _FINAL:
                 item.done = None
 
     def _one_by_one(self, group: list[Incoming]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tradebase.accounts.schemas import Strict
 from tradebase.portfolios.schemas import Money
@@ -45,6 +45,22 @@ class SignalRead(BaseModel):
     timestamp: datetime | None
     received_at: datetime
     processed_at: datetime | None
+
+    @field_validator("outcome")
+    @classmethod
+    def _keys_sorted(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The outcome's keys in sorted order, as the answer that executed the signal
+        gives it and as any read gives it back (PostgreSQL's JSONB keeps an order of its
+        own): every answer about one signal is the same JSON."""
+        return _sorted(value) if value is not None else None
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 class SignalAnswer(BaseModel):

@@ -146,6 +146,21 @@ class Sender:
     settings: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class SignalRow:
+    """A signal read from its body, not yet stored (`SignalService.prepare`)."""
+
+    values: dict[str, Any]  # the signals row's columns
+    fields: payload.SignalFields | None  # None: the body is not JSON
+    refusal: TradebaseError | None  # stored as rejected, with this reason
+
+    @property
+    def keys(self) -> tuple[tuple[int, str], tuple[int, str]]:
+        """The two unique keys of the row: a stored signal with either is its first copy."""
+        user_id = self.values["user_id"]
+        return (user_id, self.values["order_id"]), (user_id, "~" + self.values["order_id_shifted"])
+
+
 def limits_of(user: User | Sender, settings: Settings) -> Limits:
     own = dict((user.settings or {}).get("signals") or {})
 
@@ -367,8 +382,7 @@ class SignalService:
 
         *redact*: a secret in the body (the webhook key) kept out of what is stored;
         *window*: the idempotency window (default ``signal_dedup_window_seconds``)."""
-        return self.receive_parsed(
-            session,
+        row = self.prepare(
             user_id=user_id,
             raw=raw,
             content_type=content_type,
@@ -378,11 +392,11 @@ class SignalService:
             redact=redact,
             at=at,
             window=window,
-        )[0]
+        )
+        return self.store(session, row)
 
-    def receive_parsed(
+    def prepare(
         self,
-        session: Session,
         *,
         user_id: int,
         raw: bytes,
@@ -393,9 +407,10 @@ class SignalService:
         redact: str | None = None,
         at: datetime | None = None,
         window: int | None = None,
-    ) -> tuple[Signal, payload.SignalFields | None]:
-        """`receive`, and the fields read from the body (None when it is not JSON), for an
-        `execute` that follows in this process (signals/batch.py) not to read them again."""
+    ) -> SignalRow:
+        """The row `receive` stores, read from the body (no database), with its
+        idempotency keys: a writer that knows them can tell a copy without an INSERT
+        (signals/batch.py)."""
         now = at or utc_now()
         text = raw.decode("utf-8", errors="replace")
         if redact:
@@ -429,13 +444,18 @@ class SignalService:
         values.update(order_id=plain, order_id_shifted=shifted, sender_order_id=sender)
         if refusal is not None:
             values.update(_rejection(refusal, now))
+        values.update(created_at=now, updated_at=now)
+        return SignalRow(values, fields, refusal)
+
+    def store(self, session: Session, row: SignalRow) -> Signal:
+        """INSERT a prepared row (IntegrityError: a copy is in the inbox already)."""
+        values = row.values
         # A prepared INSERT and the row attached as loaded, rather than an ORM flush
         # (which costs more than the insert itself, bench/bench_signals.py).
-        values.update(created_at=now, updated_at=now)
         signal_id = _INSERT_SIGNAL.scalar(session, values)
-        if refusal is not None:
-            _emit_rejected(session, user_id, signal_id, refusal, values)
-        return attach(session, Signal, {**values, "id": signal_id}), fields
+        if row.refusal is not None:
+            _emit_rejected(session, values["user_id"], signal_id, row.refusal, values)
+        return attach(session, Signal, {**values, "id": signal_id})
 
     def first_copy(
         self, session: Session, *, user_id: int, raw: bytes, at: datetime, window: int
@@ -1327,11 +1347,16 @@ def _incoming(
 
 
 def _grouped(item: batch.Incoming) -> Answer | None:
-    """The answer to a signal its group stored and executed, when no read is needed."""
+    """The answer to a signal its group stored and executed, or to a copy of one this
+    writer executed, when no read is needed."""
     if item.stored is not None and item.done is not None:
         return Answer(item.done, False)
     if item.stored is not None and item.refused:
         return Answer(item.stored, False)  # refused as it was stored
+    first = item.copy_of
+    if first is not None and first.done is not None and first.done.status == SignalStatus.processed:
+        # Final for good (a rejected or failed signal can be replayed: that one is read).
+        return Answer(first.done, True)
     return None
 
 
@@ -1339,6 +1364,9 @@ def _after_group(factory: sessionmaker[Session], item: batch.Incoming) -> Answer
     """The answer to a signal of a group that `_grouped` could not give: a copy's (the
     first one's, once it is done), or one read back."""
     settings = item.settings
+    first = item.copy_of.stored if item.copy_of is not None else None
+    if first is not None:
+        return Answer(_wait(factory, first.id, settings.signal_wait_seconds), True)
     if item.stored is None:
         return _repeat(
             factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
@@ -1414,10 +1442,7 @@ def run(factory: sessionmaker[Session], settings: Settings, signal_id: int) -> S
                 # reads before the portfolio lock would fix a snapshot in which a position
                 # that a concurrent signal opened meanwhile does not exist yet.
                 session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-            done = signal.execute(session, signal_id, settings)
-            # PostgreSQL's JSONB gives the outcome's keys back in an order of its own: there
-            # the answer is read back, so that the first copy answers as its repeats do.
-            return done if session.get_bind().dialect.name != "postgresql" else None
+            return signal.execute(session, signal_id, settings)
     except Exception as exc:
         log.exception("signal %s failed", signal_id)
         with unit_of_work(factory=factory) as session:
