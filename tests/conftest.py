@@ -230,6 +230,17 @@ def credentials_session(migrated: Migrated) -> Iterator[Session]:
     yield from _rollback_session(migrated.credentials)
 
 
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory *tmp_path*, no TRADEBASE_ variable set: what a newcomer's
+    shell there gives the settings (the test sets what it wants on top)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("TRADEBASE_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
 # --- live HTTP servers ------------------------------------------------------------------
 
 
@@ -269,6 +280,11 @@ class LiveServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
+
+    def env(self) -> dict[str, str]:
+        """The environment a command needs to work on this server's data: its databases
+        and its data directory (where the credentials' key file is)."""
+        return {**self.scratch.env(), "TRADEBASE_DATA_DIR": str(self.settings.data_dir)}
 
     def client(self, **kwargs: object):  # type: ignore[no-untyped-def]
         import httpx

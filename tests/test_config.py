@@ -22,12 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_are_sqlite_files_in_the_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bare_env: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("TRADEBASE_"):
-            monkeypatch.delenv(name)
     settings = load_settings()
     assert (
         settings.main_url.render_as_string() == f"sqlite:///{tmp_path}/tradebase-data/tradebase.db"
@@ -104,15 +100,11 @@ def test_the_readme_lists_every_setting() -> None:
 
 
 def test_settings_read_under_another_environment_are_not_handed_to_this_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bare_env: Path
 ) -> None:
     # The race behind a CLI test once running on an empty database: a background thread
     # read the process's settings just after the test cleared them, and the command, run
     # under the test's environment, got those. Settings are read once per environment.
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("TRADEBASE_"):
-            monkeypatch.delenv(name)
     get_settings.cache_clear()
     try:
         plain = get_settings()  # the other thread, under the process's environment

@@ -167,8 +167,13 @@ def root(
     ),
 ) -> None:
     """Check the settings before any command runs, so a wrong one is named up front."""
+    from tradebase.core.db import engines
+
     get_settings.cache_clear()
     get_settings()
+    # The process's engines are made for this command's settings (a program that runs
+    # several commands, under environments of their own, gets each one's databases).
+    engines.dispose()
 
 
 def main() -> None:

@@ -105,6 +105,20 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
 }
 
 
+# The id in _owned_rows of the rows a list route gives, by the route's last segment.
+LISTED = {
+    "keys": "key_id",
+    "accounts": "account_id",
+    "portfolios": "portfolio_id",
+    "orders": "order_id",
+    "users": "user_id",
+    "strategies": "strategy_id",
+    "signals": "signal_id",
+    "mirror-orders": "mirror_id",
+    "webhooks": "webhook_id",
+}
+
+
 def test_no_user_can_reach_another_users_rows(live: LiveServer) -> None:
     alice, bob = make_user(live), make_user(live)
     alice_key_id, alice_key = make_key(live, alice)
@@ -149,8 +163,15 @@ def test_no_user_can_reach_another_users_rows(live: LiveServer) -> None:
             if method == "GET" and "{" not in path and (method, path) not in SHARED:
                 response = http.get(path, headers=bearer(bob_key))
                 if response.status_code == 200 and isinstance(response.json(), list):
-                    owners = {row.get("user_id", row.get("id")) for row in response.json()}
+                    rows = response.json()
+                    owners = {row["user_id"] for row in rows if "user_id" in row}
                     assert alice.id not in owners, path
+                    # A row without its owner's id (a signal, a user): Alice's own row of
+                    # that kind is not among them (an id of another kind may be equal).
+                    hers = ids.get(LISTED.get(path.rsplit("/", 1)[-1], ""))
+                    if hers is not None:
+                        listed = {row.get("id") for row in rows if "user_id" not in row}
+                        assert hers not in listed, path
         # Nothing of Alice's moved: her cash, order and key are as they were.
         from tradebase.orders.models import Order
         from tradebase.portfolios.models import Portfolio

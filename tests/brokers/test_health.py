@@ -67,7 +67,7 @@ def test_checks_set_connection_status(live: LiveServer) -> None:
         checked = http.post(f"/api/v1/accounts/{bad}/health/check", headers=trader.auth).json()
     assert checked["connection_status"] == "disconnected" and checked["detail"]
     # the CLI: one account, exit 0 when connected, 1 when not
-    env = live.scratch.env()
+    env = live.env()
     get_settings.cache_clear()
     try:
         ok = CliRunner().invoke(app, ["brokers", "check", "--account", str(good)], env=env)

@@ -315,3 +315,42 @@ def test_concurrent_first_sets_of_one_secret_leave_one_row(
         assert counts == {"create": rounds, "update": rounds * (workers - 1), "read": rounds}
     finally:
         db.engine.dispose()
+
+
+def test_secrets_are_under_the_key_of_the_engines_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bare_env: Path
+) -> None:
+    """An app's secrets go under the key of the settings its engines were made with,
+    whatever the process's environment says meanwhile (a test, or a command run under an
+    environment of its own, in the same process as a live server's threads)."""
+    from tradebase.config import Settings, get_settings
+    from tradebase.core import migrate
+    from tradebase.core.crypto import default_key_file
+    from tradebase.core.db import Database, Engines, unit_of_work
+
+    mine = Settings(data_dir=tmp_path / "mine")
+    for database in Database:
+        migrate.upgrade(database, "head", settings=mine)
+    engines = Engines(mine)
+    monkeypatch.setenv("TRADEBASE_DATA_DIR", str(tmp_path / "elsewhere"))
+    get_settings.cache_clear()
+    service = CredentialService()  # no key store given: the one of the settings
+    factory = engines.session_factory(Database.credentials)
+    try:
+        with unit_of_work(Database.credentials, factory=factory) as session:
+            _set(service, session, "sk-mine")
+        with unit_of_work(Database.credentials, factory=factory) as session:
+            assert _read(service, session) == "sk-mine"
+    finally:
+        engines.dispose()
+        get_settings.cache_clear()
+    assert default_key_file(mine).exists()
+    assert not (tmp_path / "elsewhere").exists()
+    # The key file of the settings decrypts it: another process with them reads it.
+    other = Engines(mine)
+    try:
+        factory = other.session_factory(Database.credentials)
+        with unit_of_work(Database.credentials, factory=factory) as session:
+            assert _read(CredentialService(KeyStore.from_settings(mine)), session) == "sk-mine"
+    finally:
+        other.dispose()

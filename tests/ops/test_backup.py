@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -24,7 +23,7 @@ from tradebase.cli import app
 from tradebase.config import Settings, get_settings
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
-from tradebase.core.crypto import KEY_FILE_NAME, MasterKey
+from tradebase.core.crypto import MasterKey
 from tradebase.core.db import Database, Engines, unit_of_work
 from tradebase.credentials.service import CredentialService
 from tradebase.ops import backup as backup_ops
@@ -225,12 +224,8 @@ def test_a_backup_taken_while_4_threads_place_orders_restores_every_committed_or
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bare_env: Path) -> Iterator[Path]:
     """TRADEBASE_DATA_DIR in tmp_path (SQLite), both databases migrated there."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("TRADEBASE_"):
-            monkeypatch.delenv(name)
     data = tmp_path / "data"
     monkeypatch.setenv("TRADEBASE_DATA_DIR", str(data))
     get_settings.cache_clear()
@@ -321,12 +316,8 @@ def test_restore_round_trip_and_force_on_sqlite(
 
 
 def test_a_missing_dump_program_exits_2_naming_the_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bare_env: Path
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("TRADEBASE_"):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("TRADEBASE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     monkeypatch.setenv("TRADEBASE_CREDENTIALS_DATABASE_URL", "mysql://nobody@127.0.0.1:1/none")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -372,12 +363,7 @@ def test_without_zstd_backups_are_gzip_and_a_zstd_backup_needs_it_to_restore(
         assert result.exit_code == 2
         assert "zstd is not installed" in result.output
         assert "apt install zstd" in result.output
-        # Nothing restored. (The key file is all another thread may have made there: the
-        # live servers of earlier tests keep retrying webhooks in this process, and the
-        # credential service reads the key store of the environment of the moment, which
-        # this test has just pointed at fresh2.)
-        fresh2 = tmp_path / "fresh2"
-        assert not fresh2.exists() or {p.name for p in fresh2.iterdir()} <= {KEY_FILE_NAME}
+        assert not (tmp_path / "fresh2").exists()  # nothing restored
 
 
 def test_an_unreachable_server_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

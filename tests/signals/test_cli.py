@@ -17,7 +17,7 @@ from tradebase.core.db import engines
 
 @pytest.fixture
 def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    for name, value in live.scratch.env().items():
+    for name, value in live.env().items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     engines.dispose()  # the CLI's engines: on the live server's databases

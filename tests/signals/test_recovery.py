@@ -72,7 +72,7 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
         )
     from tradebase.core.db import engines
 
-    env = live.scratch.env()
+    env = live.env()
     get_settings.cache_clear()
     engines.dispose()  # the process's engines may be another test's database's still
     try:

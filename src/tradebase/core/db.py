@@ -82,6 +82,15 @@ class WriterLock:
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, WriterLock] = weakref.WeakKeyDictionary()
 _WRITER_WAIT_SECONDS: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+# The settings each engine was made with: what goes with its data (the credentials' key
+# store) follows the engine, not the environment of the moment (several apps, or a
+# command under its own environment, can share a process).
+_ENGINE_SETTINGS: weakref.WeakKeyDictionary[Engine, Settings] = weakref.WeakKeyDictionary()
+
+
+def settings_of_engine(bind: Engine | Connection) -> Settings | None:
+    """The settings *bind*'s engine was created with (`create_db_engine`), if it was."""
+    return _ENGINE_SETTINGS.get(bind.engine)
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int, memory: bool) -> None:
@@ -188,6 +197,7 @@ def create_db_engine(
             options["pool_timeout"] = settings.pool_timeout
         options.update(kwargs)
         engine = create_engine(url, **options)
+        _ENGINE_SETTINGS[engine] = settings
         _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms, memory)
         if not memory:
             _WRITERS[engine] = WriterLock()
@@ -210,6 +220,7 @@ def create_db_engine(
         options["connect_args"] = connect_args
     options.update(kwargs)
     engine = create_engine(url, **options)
+    _ENGINE_SETTINGS[engine] = settings
     if backend in ("mysql", "mariadb"):
         _install_mysql_hooks(engine)
     return engine

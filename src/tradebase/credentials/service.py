@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Executable, event, func, insert, select
+from sqlalchemy import Connection, Engine, Executable, event, func, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -28,7 +29,7 @@ from tradebase.core.crypto import (
     decrypt,
     encrypt,
 )
-from tradebase.core.db import Database, unit_of_work
+from tradebase.core.db import Database, settings_of_engine, unit_of_work
 from tradebase.core.time import utc_now
 from tradebase.credentials.errors import (
     CredentialDecryptionFailed,
@@ -230,6 +231,7 @@ class CredentialService:
     def __init__(self, keys: KeyStore | None = None) -> None:
         self._keys = keys
         self._default: tuple[Settings, KeyStore] | None = None
+        self._of_engine: weakref.WeakKeyDictionary[Engine, KeyStore] = weakref.WeakKeyDictionary()
 
     @property
     def keys(self) -> KeyStore:
@@ -240,6 +242,21 @@ class CredentialService:
         if self._default is None or self._default[0] is not settings:
             self._default = (settings, KeyStore.from_settings(settings))
         return self._default[1]
+
+    def keys_for(self, bind: Session | Engine | Connection) -> KeyStore:
+        """The key store given, or the one of the settings the credentials database's
+        engine was made with (an app's own, whatever the process's environment says
+        meanwhile); `keys` for an engine made otherwise."""
+        if self._keys is not None:
+            return self._keys
+        engine = (bind.get_bind() if isinstance(bind, Session) else bind).engine
+        settings = settings_of_engine(engine)
+        if settings is None:
+            return self.keys
+        found = self._of_engine.get(engine)
+        if found is None:
+            found = self._of_engine[engine] = KeyStore.from_settings(settings)
+        return found
 
     def set_secret(
         self,
@@ -268,7 +285,7 @@ class CredentialService:
         plaintext = value.encode("utf-8")
         if len(plaintext) > MAX_SECRET_BYTES:
             raise CredentialInvalid(f"the secret is longer than {MAX_SECRET_BYTES} bytes (UTF-8)")
-        keyring = self.keys.keyring()
+        keyring = self.keys_for(session).keyring()
         ciphertext = encrypt(keyring.active, plaintext, identity.associated_data)
         key_id = keyring.active.key_id
         _insert_if_absent(session, identity, user_id, ciphertext, key_id, _last4(kind, value))
@@ -335,7 +352,7 @@ class CredentialService:
             _record_failure(session, {**log, "credential_id": None, "error": message})
             raise CredentialNotFound(message)
         try:
-            value = _decrypt_row(row, self.keys.keyring())
+            value = _decrypt_row(row, self.keys_for(session).keyring())
         except CredentialDecryptionFailed as exc:
             _record_failure(session, {**log, "credential_id": row.id, "error": exc.message})
             raise
@@ -430,7 +447,7 @@ class CredentialService:
         """
         if batch_size < 1:
             raise CredentialInvalid("batch_size must be at least 1")
-        keys = self.keys
+        keys = self.keys_for(factory.kw["bind"]) if factory is not None else self.keys
         with keys.rotation_lock():
             keyring = keys.begin_rotation(new_key)
             active = keyring.active.key_id
