@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import LiveServer
 from tests.signals.helpers import make_trader, positions
@@ -78,3 +80,43 @@ def test_concurrent_targets_move_the_position_once(live: LiveServer) -> None:
     orders = [o for a in answers for o in a.json()["signal"]["outcome"]["orders"]]
     assert [(o["side"], o["quantity"]) for o in orders] == [("buy", "5")]
     assert positions(live, trader) == [("AVAX", "long", "5")]
+
+
+def test_copies_reaching_one_process_follow_the_first_in_memory(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 copies of one alert at once, then one more: the first is stored, the others are
+    told from the keys this process holds (no INSERT that fails, no deadlock among them on
+    MariaDB), and all answer with the first one's outcome."""
+    from tradebase.signals.service import SignalRow, SignalService
+
+    trader = make_trader(live)
+    stored: list[str] = []
+    store = SignalService.store
+
+    def counted(self: SignalService, session: Any, row: SignalRow) -> Any:
+        if row.values["user_id"] == trader.user_id:
+            stored.append(str(row.values["sender_order_id"]))
+        return store(self, session, row)
+
+    monkeypatch.setattr(SignalService, "store", counted)
+    body = {"ticker": "SOL", "action": "buy", "qty": "2", "price": "150", "order_id": "burst"}
+    start = threading.Barrier(30)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=live.url, timeout=60) as http:
+            start.wait()
+            return http.post(f"/webhook/{trader.webhook_key}", json=body)
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(send, range(30)))
+    with live.client() as http:
+        answers.append(http.post(f"/webhook/{trader.webhook_key}", json=body))
+    assert [a.status_code for a in answers] == [200] * 31, {a.text for a in answers}
+    assert len({a.json()["signal"]["id"] for a in answers}) == 1
+    assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * 30
+    assert {str(a.json()["signal"]["outcome"]) for a in answers} == {
+        str(answers[0].json()["signal"]["outcome"])
+    }
+    assert stored == ["burst"]  # one INSERT of the signal
+    assert positions(live, trader) == [("SOL", "long", "2")]

@@ -25,10 +25,8 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,16 +37,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.config import Settings
 from tradebase.core.db import unit_of_work
+from tradebase.signals.copies import Flight, Key, copies_for
 from tradebase.signals.models import Signal, SignalStatus
 from tradebase.signals.payload import SignalFields
 
 log = logging.getLogger("tradebase.signals")
-
-Key = tuple[int, str]  # (user id, one of a signal's two idempotency keys)
-# How many stored signals a writer keeps for telling copies, and for how long: a copy
-# comes within the idempotency window (a TradingView retry, the same alert fired twice).
-RECENT_MAX = 4096
-RECENT_SECONDS = 300.0
 
 
 @dataclass
@@ -65,7 +58,9 @@ class Incoming:
     at: Any  # the time it was received (datetime)
     settings: Settings
     stored: Signal | None = None  # None: a copy of a signal in the inbox already
-    copy_of: Incoming | None = None  # the first copy, when this writer stored it
+    copy_of: Flight | None = None  # the first copy's, when this process has it
+    flight: Flight | None = None  # this one's, for its copies to follow
+    keys: Sequence[Key] = ()  # its idempotency keys
     fields: SignalFields | None = None  # what storing it read from its body
     refused: bool = False  # stored as rejected (a malformed body, a bad field): the answer
     alone: bool = False  # the group could not be stored: the request goes its own way
@@ -90,9 +85,7 @@ class Batcher:
         self.sqlite = bind.dialect.name == "sqlite"
         self.queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self.largest_group = 0  # the most signals one group has held (for tests and ops)
-        # The signals this writer stored lately, by unique key (writer thread only): a copy
-        # of one is told from its keys, with no INSERT that fails and no read.
-        self.recent: OrderedDict[Key, tuple[float, Incoming]] = OrderedDict()
+        self.copies = copies_for(bind)
         self.thread = threading.Thread(target=self._loop, name="signal-writer", daemon=True)
         self.thread.start()
 
@@ -139,7 +132,9 @@ class Batcher:
             except Exception:  # nothing was stored: each request stores its own signal
                 log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
                 for item in group:
-                    item.stored, item.copy_of, item.alone = None, None, True
+                    if item.flight is not None:
+                        self.copies.forget(item.keys, item.flight)
+                    item.stored, item.copy_of, item.flight, item.alone = None, None, None, True
                     item.finish()
                 continue
             try:
@@ -155,12 +150,14 @@ class Batcher:
                     item.error = item.error or exc
             finally:
                 for item in group:
+                    if item.flight is not None:
+                        item.flight.done = item.done
+                        item.flight.landed.set()
                     item.finish()
 
     def _store(self, group: list[Incoming]) -> None:
         from tradebase.signals.service import signal as service
 
-        stored: dict[Key, Incoming] = {}
         with unit_of_work(factory=self.factory) as session:
             for item in group:
                 row = service.prepare(
@@ -174,42 +171,26 @@ class Batcher:
                     at=item.at,
                     window=item.window,
                 )
-                item.fields = row.fields
-                first = next(
-                    (f for k in row.keys if (f := stored.get(k) or self._recent(k)) is not None),
-                    None,
-                )
-                if first is not None:  # the INSERT would break a unique key: a copy
-                    item.stored, item.copy_of = None, first
+                item.fields, item.keys = row.fields, row.keys
+                flight, mine = self.copies.join(row.keys)
+                if not mine:  # the INSERT would break a unique key: a copy
+                    item.stored, item.copy_of = None, flight
                     continue
+                item.flight = flight
                 try:
                     # SQLite undoes only the failed statement of a unique key's violation,
                     # so the group's transaction goes on without the copy; PostgreSQL
                     # needs a savepoint for that (a failed statement spoils the rest).
                     with self._savepoint(session):
                         item.stored = service.store(session, row)
-                except IntegrityError:
-                    item.stored = None  # a copy stored by another process (or forgotten)
+                except IntegrityError:  # a copy of a signal another process stored
+                    item.stored, item.flight = None, None
+                    self.copies.forget(row.keys, flight)
                 else:
                     item.refused = item.stored.status != SignalStatus.received
-                    stored.update(dict.fromkeys(row.keys, item))
-        self._remember(stored)  # committed
-
-    def _recent(self, key: Key) -> Incoming | None:
-        found = self.recent.get(key)
-        if found is None or time.monotonic() - found[0] > RECENT_SECONDS:
-            return None
-        return found[1]
-
-    def _remember(self, stored: dict[Key, Incoming]) -> None:
-        now = time.monotonic()
-        for key, item in stored.items():
-            self.recent[key] = (now, item)
-        while self.recent:
-            oldest = next(iter(self.recent.values()))
-            if len(self.recent) <= RECENT_MAX and now - oldest[0] <= RECENT_SECONDS:
-                break
-            self.recent.popitem(last=False)
+        for item in group:  # committed
+            if item.flight is not None and item.stored is not None:
+                item.flight.signal_id = item.stored.id
 
     def _savepoint(self, session: Session) -> Any:
         """Nothing on SQLite (see _store and _execute), a savepoint elsewhere."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     bindparam,
     event,
@@ -69,6 +70,7 @@ from tradebase.portfolios import pnl
 from tradebase.portfolios.models import Portfolio, Position, PositionStatus, Product, TradingAccount
 from tradebase.portfolios.service import portfolio as portfolio_service
 from tradebase.signals import batch, keys, payload
+from tradebase.signals.copies import Copies, Flight, copies_for
 from tradebase.signals.errors import (
     AccountUnknown,
     MarketClosed,
@@ -1348,25 +1350,24 @@ def _incoming(
 
 def _grouped(item: batch.Incoming) -> Answer | None:
     """The answer to a signal its group stored and executed, or to a copy of one this
-    writer executed, when no read is needed."""
+    process executed, when no read is needed."""
     if item.stored is not None and item.done is not None:
         return Answer(item.done, False)
     if item.stored is not None and item.refused:
         return Answer(item.stored, False)  # refused as it was stored
-    first = item.copy_of
-    if first is not None and first.done is not None and first.done.status == SignalStatus.processed:
-        # Final for good (a rejected or failed signal can be replayed: that one is read).
-        return Answer(first.done, True)
-    return None
+    done = item.copy_of.answer() if item.copy_of is not None else None
+    return Answer(done, True) if done is not None else None
 
 
 def _after_group(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
     """The answer to a signal of a group that `_grouped` could not give: a copy's (the
     first one's, once it is done), or one read back."""
     settings = item.settings
-    first = item.copy_of.stored if item.copy_of is not None else None
-    if first is not None:
-        return Answer(_wait(factory, first.id, settings.signal_wait_seconds), True)
+    if item.copy_of is not None:
+        # The first copy is this process's: stored by this writer or in the thread of
+        # another request, which may still be at it; when that one did not store it
+        # after all, this copy goes its own way.
+        return _follow(factory, item.copy_of, settings) or _alone(factory, item)
     if item.stored is None:
         return _repeat(
             factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
@@ -1376,25 +1377,65 @@ def _after_group(factory: sessionmaker[Session], item: batch.Incoming) -> Answer
     )
 
 
+def _follow(factory: sessionmaker[Session], flight: Flight, settings: Settings) -> Answer | None:
+    """A copy's answer: the outcome of the first copy, which this process stores and
+    executes (*flight*); None when it turned out not to store it."""
+    deadline = time.monotonic() + settings.signal_wait_seconds
+    flight.landed.wait(settings.signal_wait_seconds)
+    done = flight.answer()
+    if done is not None:
+        return Answer(done, True)
+    if flight.signal_id is None:
+        return None
+    return Answer(_wait(factory, flight.signal_id, max(0.0, deadline - time.monotonic())), True)
+
+
 def _alone(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
     """Store and execute one signal in transactions of its own (no group commit)."""
     settings, now, window = item.settings, item.at, item.window
+    row = signal.prepare(
+        user_id=item.user_id,
+        raw=item.raw,
+        content_type=item.content_type,
+        source_ip=item.source_ip,
+        source=item.source,
+        settings=settings,
+        redact=item.redact,
+        at=now,
+        window=window,
+    )
+    bind = factory.kw.get("bind")
+    copies = copies_for(bind) if isinstance(bind, Engine) else None
+    flight: Flight | None = None
+    if copies is not None:
+        flight, mine = copies.join(row.keys)
+        if not mine:  # the first copy is in this process: wait for it there
+            answer = _follow(factory, flight, settings)
+            if answer is not None:
+                return answer
+            flight = None  # it was not stored after all: store this one
+    try:
+        return _store_and_run(factory, settings, row, item, flight, copies)
+    finally:
+        if flight is not None and copies is not None:
+            if flight.signal_id is None:  # not stored: an error
+                copies.forget(row.keys, flight)
+            flight.landed.set()
+
+
+def _store_and_run(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    row: SignalRow,
+    item: batch.Incoming,
+    flight: Flight | None,
+    copies: Copies | None,
+) -> Answer:
     stored: Signal | None = None
     for attempt in range(5):
         try:
             with unit_of_work(factory=factory) as session:
-                stored = signal.receive(
-                    session,
-                    user_id=item.user_id,
-                    raw=item.raw,
-                    content_type=item.content_type,
-                    source_ip=item.source_ip,
-                    source=item.source,
-                    settings=settings,
-                    redact=item.redact,
-                    at=now,
-                    window=window,
-                )
+                stored = signal.store(session, row)
             break
         except IntegrityError:
             break  # the same signal is in the inbox already
@@ -1403,12 +1444,20 @@ def _alone(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
                 raise
             time.sleep(0.01 * (attempt + 1))
     if stored is None:
-        return _repeat(factory, settings, user_id=item.user_id, raw=item.raw, at=now, window=window)
+        if flight is not None and copies is not None:  # its copies read, as this one does
+            copies.forget(row.keys, flight)
+        return _repeat(
+            factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
+        )
+    if flight is not None:
+        flight.signal_id = stored.id
     if stored.status == SignalStatus.received:
         done = run(factory, settings, stored.id)
         # Executed here and committed, every column loaded: that is the outcome, no need
         # to read it back (a transaction less per signal, bench/bench_signals.py).
         if done is not None and done.status in FINAL and not inspect(done).unloaded:
+            if flight is not None:
+                flight.done = done
             return Answer(done, False)
         return Answer(_wait(factory, stored.id, settings.signal_wait_seconds), False)
     return Answer(stored, False)

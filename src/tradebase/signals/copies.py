@@ -1,0 +1,96 @@
+"""Copies of a signal told in memory.
+
+A server process knows the idempotency keys of the signals it is storing or stored
+lately, so a copy that comes to the same process (a TradingView retry, an alert fired
+twice, a burst of one alert) follows the first copy: it waits for it in memory, not in
+the database, is stored by no INSERT that fails (on MariaDB concurrent ones can deadlock)
+and, once the first is processed, is answered with no read at all.
+
+The database's unique keys stay the rule: a copy of a signal that another process stored,
+or that this one has forgotten (after `RECENT_SECONDS`, or beyond `RECENT_MAX` signals),
+is told by its failed INSERT as before (signals/service.py: _repeat). Only a processed
+outcome is answered from memory: a rejected or failed signal can be replayed
+(``tradebase signals replay``), so a copy of one reads what it has become.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from tradebase.signals.models import Signal, SignalStatus
+
+Key = tuple[int, str]  # (user id, one of a signal's two idempotency keys)
+RECENT_MAX = 4096
+RECENT_SECONDS = 300.0  # a copy comes within the idempotency window
+
+
+@dataclass(eq=False)
+class Flight:
+    """One signal as this process stores and executes it, for its copies to follow."""
+
+    signal_id: int | None = None  # once stored and committed
+    done: Signal | None = None  # once executed here: final, committed, every column loaded
+    landed: threading.Event = field(default_factory=threading.Event)  # no more to come
+
+    def answer(self) -> Signal | None:
+        """The outcome a copy is given from memory: a processed one only."""
+        done = self.done
+        return done if done is not None and done.status == SignalStatus.processed else None
+
+
+class Copies:
+    """The flights of one engine's signals in this process, by idempotency key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: OrderedDict[Key, tuple[float, Flight]] = OrderedDict()
+
+    def join(self, keys: Sequence[Key]) -> tuple[Flight, bool]:
+        """The flight of a signal with one of *keys* and False (the caller has a copy);
+        else a new flight for the caller to store and execute, and True."""
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                found = self._flights.get(key)
+                if found is not None and now - found[0] <= RECENT_SECONDS:
+                    return found[1], False
+            flight = Flight()
+            for key in keys:
+                self._flights[key] = (now, flight)
+                self._flights.move_to_end(key)
+            while self._flights:
+                oldest = next(iter(self._flights.values()))[0]
+                if len(self._flights) <= RECENT_MAX and now - oldest <= RECENT_SECONDS:
+                    break
+                self._flights.popitem(last=False)
+            return flight, True
+
+    def forget(self, keys: Sequence[Key], flight: Flight) -> None:
+        """*flight*'s signal was not stored by its caller (a copy of one another process
+        stored, or an error): its copies, and *keys* from now on, go to the database."""
+        with self._lock:
+            for key in keys:
+                found = self._flights.get(key)
+                if found is not None and found[1] is flight:
+                    del self._flights[key]
+        flight.landed.set()
+
+
+_COPIES: weakref.WeakKeyDictionary[Engine, Copies] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def copies_for(engine: Engine) -> Copies:
+    """The flights of *engine*'s signals in this process."""
+    found = _COPIES.get(engine)
+    if found is None:
+        with _LOCK:
+            found = _COPIES.setdefault(engine, Copies())
+    return found
