@@ -151,8 +151,7 @@ class Batcher:
             finally:
                 for item in group:
                     if item.flight is not None:
-                        item.flight.done = item.done
-                        item.flight.landed.set()
+                        self.copies.land(item.flight, item.done)
                     item.finish()
 
     def _store(self, group: list[Incoming]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,12 +29,20 @@ from tradebase.signals.models import Signal, SignalStatus
 Key = tuple[int, str]  # (user id, one of a signal's two idempotency keys)
 RECENT_MAX = 4096
 RECENT_SECONDS = 300.0  # a copy comes within the idempotency window
+# The outcomes kept for copies to be answered with: of the latest processed signals only
+# (a burst's copies come within moments of the first; a later copy reads its answer).
+# Every other signal is kept as its id alone: a tuple of numbers, which the garbage
+# collector does not track — thousands of objects kept alive for minutes would make its
+# full collections, which stop the server, longer and more frequent (bench/ab_signals.py:
+# p99 165 to 187 ms with 4,096 flights and their outcomes kept, 86 to 103 ms before them).
+ANSWERS_MAX = 64
 
 
 @dataclass(eq=False)
 class Flight:
     """One signal as this process stores and executes it, for its copies to follow."""
 
+    keys: Sequence[Key] = ()
     signal_id: int | None = None  # once stored and committed
     done: Signal | None = None  # once executed here: final, committed, every column loaded
     landed: threading.Event = field(default_factory=threading.Event)  # no more to come
@@ -46,11 +54,13 @@ class Flight:
 
 
 class Copies:
-    """The flights of one engine's signals in this process, by idempotency key."""
+    """The signals of one engine in this process, by idempotency key: a `Flight` while
+    one is stored and executed (and for the latest processed ones), else its id."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flights: OrderedDict[Key, tuple[float, Flight]] = OrderedDict()
+        self._signals: OrderedDict[Key, tuple[float, Flight | int]] = OrderedDict()
+        self._answering: deque[Flight] = deque()
 
     def join(self, keys: Sequence[Key]) -> tuple[Flight, bool]:
         """The flight of a signal with one of *keys* and False (the caller has a copy);
@@ -58,28 +68,53 @@ class Copies:
         now = time.monotonic()
         with self._lock:
             for key in keys:
-                found = self._flights.get(key)
+                found = self._signals.get(key)
                 if found is not None and now - found[0] <= RECENT_SECONDS:
-                    return found[1], False
-            flight = Flight()
+                    if isinstance(found[1], Flight):
+                        return found[1], False
+                    landed = Flight(keys, found[1])
+                    landed.landed.set()
+                    return landed, False
+            flight = Flight(keys)
             for key in keys:
-                self._flights[key] = (now, flight)
-                self._flights.move_to_end(key)
-            while self._flights:
-                oldest = next(iter(self._flights.values()))[0]
-                if len(self._flights) <= RECENT_MAX and now - oldest <= RECENT_SECONDS:
+                self._signals[key] = (now, flight)
+                self._signals.move_to_end(key)
+            while self._signals:
+                oldest = next(iter(self._signals.values()))[0]
+                if len(self._signals) <= RECENT_MAX and now - oldest <= RECENT_SECONDS:
                     break
-                self._flights.popitem(last=False)
+                self._signals.popitem(last=False)
             return flight, True
+
+    def land(self, flight: Flight, done: Signal | None) -> None:
+        """*flight*'s signal is stored (``signal_id``) and done with here; *done*: its
+        outcome, when this process executed it and committed it."""
+        with self._lock:
+            if done is not None and done.status == SignalStatus.processed:
+                flight.done = done
+                self._answering.append(flight)
+                if len(self._answering) > ANSWERS_MAX:
+                    self._settle(self._answering.popleft())
+            else:
+                self._settle(flight)
+        flight.landed.set()
+
+    def _settle(self, flight: Flight) -> None:
+        """Keep *flight*'s signal as its id (under the lock); its waiters keep the flight."""
+        assert flight.signal_id is not None
+        for key in flight.keys:
+            found = self._signals.get(key)
+            if found is not None and found[1] is flight:
+                self._signals[key] = (found[0], flight.signal_id)
 
     def forget(self, keys: Sequence[Key], flight: Flight) -> None:
         """*flight*'s signal was not stored by its caller (a copy of one another process
         stored, or an error): its copies, and *keys* from now on, go to the database."""
         with self._lock:
             for key in keys:
-                found = self._flights.get(key)
+                found = self._signals.get(key)
                 if found is not None and found[1] is flight:
-                    del self._flights[key]
+                    del self._signals[key]
         flight.landed.set()
 
 

@@ -1410,17 +1410,20 @@ def _alone(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
     if copies is not None:
         flight, mine = copies.join(row.keys)
         if not mine:  # the first copy is in this process: wait for it there
-            answer = _follow(factory, flight, settings)
-            if answer is not None:
-                return answer
+            followed = _follow(factory, flight, settings)
+            if followed is not None:
+                return followed
             flight = None  # it was not stored after all: store this one
+    answer: Answer | None = None
     try:
-        return _store_and_run(factory, settings, row, item, flight, copies)
+        answer = _store_and_run(factory, settings, row, item, flight, copies)
+        return answer
     finally:
         if flight is not None and copies is not None:
             if flight.signal_id is None:  # not stored: an error
                 copies.forget(row.keys, flight)
-            flight.landed.set()
+            else:
+                copies.land(flight, answer.signal if answer is not None else None)
 
 
 def _store_and_run(
@@ -1456,8 +1459,6 @@ def _store_and_run(
         # Executed here and committed, every column loaded: that is the outcome, no need
         # to read it back (a transaction less per signal, bench/bench_signals.py).
         if done is not None and done.status in FINAL and not inspect(done).unloaded:
-            if flight is not None:
-                flight.done = done
             return Answer(done, False)
         return Answer(_wait(factory, stored.id, settings.signal_wait_seconds), False)
     return Answer(stored, False)
