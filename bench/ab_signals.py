@@ -2,7 +2,7 @@
 two real ``tradebase serve`` processes (one uvicorn worker each, its own SQLite database
 and trader, set up as bench/bench_signals.py sets them up), wrk rounds taking turns, and
 the CPU each server process spends per signal (user + system, from /proc/<pid>/stat
-around the round).
+around the round); the two go first in turn.
 
     python bench/ab_signals.py REV [--rounds 4] [--duration 10] [--connections 8]
 
@@ -69,7 +69,10 @@ def main() -> None:
             wrk(port, path, "warm", seconds=3, **load)
         print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         for number in range(args.rounds):
-            for name, (server, port, path) in servers.items():
+            # The two take turns going first: a round's disk writeback and cache state
+            # spill into the next one's, which favoured whichever went first.
+            turn = list(servers.items())[:: -1 if number % 2 else 1]
+            for name, (server, port, path) in turn:
                 before = cpu_seconds(server.process.pid)
                 run = wrk(port, path, f"r{number}", seconds=args.duration, **load)
                 ms = (cpu_seconds(server.process.pid) - before) * 1000 / max(run.requests, 1)

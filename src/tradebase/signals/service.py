@@ -493,7 +493,7 @@ class SignalService:
         outcome, all in the caller's transaction. None when another process has it.
 
         *stored*: the signal as this process just stored it (committed, not read back), so
-        that it is not read again; *fields*: what `receive_parsed` read from its body."""
+        that it is not read again; *fields*: what `prepare` read from its body."""
         claimed_at = utc_now()
         if not _CLAIM.run(session, {"sid": signal_id, "now": claimed_at}):
             return None
