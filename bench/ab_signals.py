@@ -18,11 +18,10 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_signals import BENCH, Run, Server, free_port, make_trader, wrk
+from bench_signals import BENCH, Run, Server, free_port, make_trader, serve_command, wrk
 
 from tradebase.config import Settings
 
@@ -58,9 +57,7 @@ def main() -> None:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBASE_")}
             env.update(PYTHONPATH=str(src), TRADEBASE_DATA_DIR=str(data))
-            command = [sys.executable, "-m", "tradebase", "serve", "--host", "127.0.0.1",
-                       "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
-            server = Server(name, command, env, work / f"serve-{len(servers)}.log")
+            server = Server(name, serve_command(port), env, work / f"serve-{len(servers)}.log")
             servers[name] = (server, port, f"/webhook/{trader.webhook_key}")
             runs[name] = []
         load = dict(threads=args.threads, connections=args.connections)

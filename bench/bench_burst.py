@@ -40,7 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-from bench_signals import Server, Trader, free_port, make_trader, server_env
+from bench_signals import Server, Trader, free_port, make_trader, serve_command, server_env
 from sqlalchemy import text
 
 from tradebase.config import Settings, normalize_database_url
@@ -114,11 +114,8 @@ def bench_engine(
     python = sys.executable
     tb_port = free_port()
     tradebase = Server(
-        "tradebase serve",
-        [python, "-m", "tradebase", "serve", "--host", "127.0.0.1", "--port", str(tb_port),
-         "--workers", "1", "--log-level", "warning"],
-        env, folder / "tradebase-serve.log",
-    )  # fmt: skip
+        "tradebase serve", serve_command(tb_port), env, folder / "tradebase-serve.log"
+    )
     bare: Server | None = None
     bare_port = free_port()
     if args.baseline:

@@ -181,6 +181,12 @@ class Server:
         self.log.close()
 
 
+def serve_command(port: int) -> list[str]:
+    """``tradebase serve`` on a loopback port: one uvicorn worker, warnings only."""
+    return [sys.executable, "-m", "tradebase", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--log-level", "warning"]  # fmt: skip
+
+
 def server_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBASE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
@@ -333,11 +339,8 @@ def bench_engine(
     tb_port, bare_port, floor_port = free_port(), free_port(), free_port()
     python = sys.executable
     tradebase = Server(
-        "tradebase serve",
-        [python, "-m", "tradebase", "serve", "--host", "127.0.0.1", "--port", str(tb_port),
-         "--workers", "1", "--log-level", "warning"],
-        env, folder / "tradebase-serve.log",
-    )  # fmt: skip
+        "tradebase serve", serve_command(tb_port), env, folder / "tradebase-serve.log"
+    )
     bare = Server(
         "bare_insert_app",
         [python, str(BENCH / "bare_insert_app.py"), "--port", str(bare_port),

@@ -26,10 +26,10 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -37,9 +37,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.config import Settings
 from tradebase.core.db import unit_of_work
-from tradebase.signals.copies import Flight, Key, copies_for
+from tradebase.signals.copies import Flight, copies_for
 from tradebase.signals.models import Signal, SignalStatus
-from tradebase.signals.payload import SignalFields
+
+if TYPE_CHECKING:
+    from tradebase.signals.service import SignalRow
 
 log = logging.getLogger("tradebase.signals")
 
@@ -60,8 +62,7 @@ class Incoming:
     stored: Signal | None = None  # None: a copy of a signal in the inbox already
     copy_of: Flight | None = None  # the first copy's, when this process has it
     flight: Flight | None = None  # this one's, for its copies to follow
-    keys: Sequence[Key] = ()  # its idempotency keys
-    fields: SignalFields | None = None  # what storing it read from its body
+    row: SignalRow | None = None  # read from its body (service.prepared), its keys
     refused: bool = False  # stored as rejected (a malformed body, a bad field): the answer
     alone: bool = False  # the group could not be stored: the request goes its own way
     done: Signal | None = None  # executed by the group, committed, every column loaded
@@ -133,7 +134,7 @@ class Batcher:
                 log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
                 for item in group:
                     if item.flight is not None:
-                        self.copies.forget(item.keys, item.flight)
+                        self.copies.forget(item.flight)
                     item.stored, item.copy_of, item.flight, item.alone = None, None, None, True
                     item.finish()
                 continue
@@ -155,22 +156,12 @@ class Batcher:
                     item.finish()
 
     def _store(self, group: list[Incoming]) -> None:
+        from tradebase.signals.service import prepared
         from tradebase.signals.service import signal as service
 
         with unit_of_work(factory=self.factory) as session:
             for item in group:
-                row = service.prepare(
-                    user_id=item.user_id,
-                    raw=item.raw,
-                    content_type=item.content_type,
-                    source_ip=item.source_ip,
-                    source=item.source,
-                    settings=item.settings,
-                    redact=item.redact,
-                    at=item.at,
-                    window=item.window,
-                )
-                item.fields, item.keys = row.fields, row.keys
+                row = prepared(item)
                 flight, mine = self.copies.join(row.keys)
                 if not mine:  # the INSERT would break a unique key: a copy
                     item.stored, item.copy_of = None, flight
@@ -184,7 +175,7 @@ class Batcher:
                         item.stored = service.store(session, row)
                 except IntegrityError:  # a copy of a signal another process stored
                     item.stored, item.flight = None, None
-                    self.copies.forget(row.keys, flight)
+                    self.copies.forget(flight)
                 else:
                     item.refused = item.stored.status != SignalStatus.received
         for item in group:  # committed
@@ -213,7 +204,11 @@ class Batcher:
                     # spoils the transaction up to the enclosing savepoint).
                     with self._savepoint(session):
                         item.done = service.execute(
-                            session, signal_id, item.settings, stored=stored, fields=item.fields
+                            session,
+                            signal_id,
+                            item.settings,
+                            stored=stored,
+                            fields=item.row.fields if item.row else None,
                         )
                 except Exception as exc:
                     log.exception("signal %s failed", signal_id)

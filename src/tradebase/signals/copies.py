@@ -107,11 +107,11 @@ class Copies:
             if found is not None and found[1] is flight:
                 self._signals[key] = (found[0], flight.signal_id)
 
-    def forget(self, keys: Sequence[Key], flight: Flight) -> None:
+    def forget(self, flight: Flight) -> None:
         """*flight*'s signal was not stored by its caller (a copy of one another process
-        stored, or an error): its copies, and *keys* from now on, go to the database."""
+        stored, or an error): its copies, and its keys from now on, go to the database."""
         with self._lock:
-            for key in keys:
+            for key in flight.keys:
                 found = self._signals.get(key)
                 if found is not None and found[1] is flight:
                     del self._signals[key]

@@ -28,7 +28,6 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Table,
     bindparam,
     event,
@@ -459,20 +458,16 @@ class SignalService:
             _emit_rejected(session, values["user_id"], signal_id, row.refusal, values)
         return attach(session, Signal, {**values, "id": signal_id})
 
-    def first_copy(
-        self, session: Session, *, user_id: int, raw: bytes, at: datetime, window: int
-    ) -> Signal | None:
-        """The signal stored first among those with the keys *raw* gets at *at*."""
-        try:
-            fields: payload.SignalFields | None = payload.parse(payload.decode(raw))
-        except payload.PayloadError:
-            fields = None
-        plain, shifted = keys.window_keys(_base_key(fields, raw), at, window)
+    def first_copy(self, session: Session, row: SignalRow) -> Signal | None:
+        """The signal stored first among those with either of *row*'s keys."""
         return session.scalars(
             select(Signal)
             .where(
-                Signal.user_id == user_id,
-                or_(Signal.order_id == plain, Signal.order_id_shifted == shifted),
+                Signal.user_id == row.values["user_id"],
+                or_(
+                    Signal.order_id == row.values["order_id"],
+                    Signal.order_id_shifted == row.values["order_id_shifted"],
+                ),
             )
             .order_by(Signal.id)
             .limit(1)
@@ -1369,9 +1364,7 @@ def _after_group(factory: sessionmaker[Session], item: batch.Incoming) -> Answer
         # after all, this copy goes its own way.
         return _follow(factory, item.copy_of, settings) or _alone(factory, item)
     if item.stored is None:
-        return _repeat(
-            factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
-        )
+        return _repeat(factory, settings, prepared(item))
     return _grouped(item) or Answer(
         _wait(factory, item.stored.id, settings.signal_wait_seconds), False
     )
@@ -1390,38 +1383,42 @@ def _follow(factory: sessionmaker[Session], flight: Flight, settings: Settings) 
     return Answer(_wait(factory, flight.signal_id, max(0.0, deadline - time.monotonic())), True)
 
 
+def prepared(item: batch.Incoming) -> SignalRow:
+    """*item*'s row, read from its body once (`SignalService.prepare`)."""
+    if item.row is None:
+        item.row = signal.prepare(
+            user_id=item.user_id,
+            raw=item.raw,
+            content_type=item.content_type,
+            source_ip=item.source_ip,
+            source=item.source,
+            settings=item.settings,
+            redact=item.redact,
+            at=item.at,
+            window=item.window,
+        )
+    return item.row
+
+
 def _alone(factory: sessionmaker[Session], item: batch.Incoming) -> Answer:
     """Store and execute one signal in transactions of its own (no group commit)."""
-    settings, now, window = item.settings, item.at, item.window
-    row = signal.prepare(
-        user_id=item.user_id,
-        raw=item.raw,
-        content_type=item.content_type,
-        source_ip=item.source_ip,
-        source=item.source,
-        settings=settings,
-        redact=item.redact,
-        at=now,
-        window=window,
-    )
-    bind = factory.kw.get("bind")
-    copies = copies_for(bind) if isinstance(bind, Engine) else None
-    flight: Flight | None = None
-    if copies is not None:
-        flight, mine = copies.join(row.keys)
-        if not mine:  # the first copy is in this process: wait for it there
-            followed = _follow(factory, flight, settings)
-            if followed is not None:
-                return followed
-            flight = None  # it was not stored after all: store this one
+    settings, row = item.settings, prepared(item)
+    copies = copies_for(factory.kw["bind"].engine)
+    flight: Flight | None
+    flight, mine = copies.join(row.keys)
+    if not mine:  # the first copy is in this process: wait for it there
+        followed = _follow(factory, flight, settings)
+        if followed is not None:
+            return followed
+        flight = None  # it was not stored after all: store this one
     answer: Answer | None = None
     try:
-        answer = _store_and_run(factory, settings, row, item, flight, copies)
+        answer = _store_and_run(factory, settings, row, flight, copies)
         return answer
     finally:
-        if flight is not None and copies is not None:
+        if flight is not None:
             if flight.signal_id is None:  # not stored: an error
-                copies.forget(row.keys, flight)
+                copies.forget(flight)
             else:
                 copies.land(flight, answer.signal if answer is not None else None)
 
@@ -1430,9 +1427,8 @@ def _store_and_run(
     factory: sessionmaker[Session],
     settings: Settings,
     row: SignalRow,
-    item: batch.Incoming,
     flight: Flight | None,
-    copies: Copies | None,
+    copies: Copies,
 ) -> Answer:
     stored: Signal | None = None
     for attempt in range(5):
@@ -1447,11 +1443,9 @@ def _store_and_run(
                 raise
             time.sleep(0.01 * (attempt + 1))
     if stored is None:
-        if flight is not None and copies is not None:  # its copies read, as this one does
-            copies.forget(row.keys, flight)
-        return _repeat(
-            factory, settings, user_id=item.user_id, raw=item.raw, at=item.at, window=item.window
-        )
+        if flight is not None:  # its copies read, as this one does
+            copies.forget(flight)
+        return _repeat(factory, settings, row)
     if flight is not None:
         flight.signal_id = stored.id
     if stored.status == SignalStatus.received:
@@ -1464,18 +1458,10 @@ def _store_and_run(
     return Answer(stored, False)
 
 
-def _repeat(
-    factory: sessionmaker[Session],
-    settings: Settings,
-    *,
-    user_id: int,
-    raw: bytes,
-    at: datetime,
-    window: int,
-) -> Answer:
+def _repeat(factory: sessionmaker[Session], settings: Settings, row: SignalRow) -> Answer:
     """The answer to a copy of a signal in the inbox: the first copy's, once it is done."""
     with unit_of_work(factory=factory, write=False) as session:
-        first = signal.first_copy(session, user_id=user_id, raw=raw, at=at, window=window)
+        first = signal.first_copy(session, row)
     if first is None:  # the copy that won was refused a moment ago: should not happen
         raise SignalFailed("the signal collided with another that cannot be read")
     return Answer(_wait(factory, first.id, settings.signal_wait_seconds), True)
