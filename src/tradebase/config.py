@@ -203,6 +203,15 @@ class Settings(BaseSettings):
             " 202 with the signal still received (TradingView gives up after 3 seconds)."
         ),
     )
+    signal_fast_lane: bool = Field(
+        default=True,
+        description=(
+            "SQLite with group commit: book the usual signal (a market order on the default"
+            " paper account, netting portfolio, with a price) on the driver with the"
+            " services' own statements, the group's state read once; every other signal,"
+            " and every refusal, goes through the services. False: every signal does."
+        ),
+    )
     signal_batch_max: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=64,
         description=(

@@ -29,19 +29,20 @@ def _send_all(live: LiveServer, key: str, bodies: list[dict[str, Any]]) -> list[
 def test_one_broken_signal_of_a_group_fails_alone(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tradebase.orders.service import order as order_service
+    from tradebase.portfolios import pnl
 
-    place = order_service.place
+    apply_netting = pnl.apply_netting
 
-    def sometimes_broken(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("symbol") == "BROKE":
+    def sometimes_broken(lot: Any, fill: pnl.Fill) -> Any:
+        # The P&L step, which the services and the fast lane (signals/fast.py) both take.
+        if fill.quantity == 7:
             raise RuntimeError("a fault injected into one signal")
-        return place(*args, **kwargs)
+        return apply_netting(lot, fill)
 
     trader = make_trader(live)
-    monkeypatch.setattr(order_service, "place", sometimes_broken)
+    monkeypatch.setattr(pnl, "apply_netting", sometimes_broken)
     bodies = [
-        {"ticker": "BROKE" if n == 5 else "GRP", "side": "buy", "qty": "1", "price": "10",
+        {"ticker": "GRP", "side": "buy", "qty": "7" if n == 5 else "1", "price": "10",
          "order_id": f"g{n}"}
         for n in range(12)
     ]  # fmt: skip

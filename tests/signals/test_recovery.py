@@ -93,14 +93,16 @@ def test_tradebase_signals_recover(live: LiveServer) -> None:
 def test_a_crash_while_executing_is_kept_as_failed(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tradebase.orders.service import order as order_service
+    from tradebase.portfolios import pnl
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the broker adapter fell over")
 
     trader = make_trader(live)
     recover(live.engines.session_factory(Database.main), live.settings)  # earlier tests' rows
-    monkeypatch.setattr(order_service, "place", broken)  # a fault injected, not a stand-in
+    # A fault injected, not a stand-in: the P&L step, which the services and the fast lane
+    # (signals/fast.py) both take.
+    monkeypatch.setattr(pnl, "apply_netting", broken)
     with live.client() as http:
         sent = http.post(
             f"/webhook/{trader.webhook_key}",

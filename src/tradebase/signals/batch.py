@@ -187,15 +187,30 @@ class Batcher:
         return nullcontext() if self.sqlite else session.begin_nested()
 
     def _execute(self, group: list[Incoming]) -> None:
+        from tradebase.signals.fast import FastLane, forget_session_state
         from tradebase.signals.service import signal as service
 
         pending = _pending(group)
         if not pending:
             return
+        settings = pending[0].settings
         with unit_of_work(factory=self.factory) as session:
+            lane = (
+                FastLane(session, settings) if self.sqlite and settings.signal_fast_lane else None
+            )
+            wrote = False  # the lane wrote since the general way last ran
             for item in pending:
                 stored = item.stored
                 assert stored is not None
+                if lane is not None and item.row is not None:
+                    item.done = lane.execute(stored, item.row)
+                    if item.done is not None:
+                        wrote = True
+                        continue
+                    lane.settle()  # the general way appends to the audit chain itself
+                    if wrote:
+                        forget_session_state(session)
+                        wrote = False
                 signal_id = stored.id
                 try:
                     # execute() runs the signal's work in a savepoint of its own: what
@@ -216,6 +231,11 @@ class Batcher:
                         session.expunge(stored)
                     service.mark_failed(session, signal_id, f"{type(exc).__name__}: {exc}")
                     item.done = None  # answered from the database (service.py: _wait)
+                if lane is not None:  # what it read may have moved
+                    session.flush()
+                    lane.forget()
+            if lane is not None:
+                lane.settle()
         for item in pending:
             if item.done is not None and item.done.status not in _FINAL:
                 item.done = None

@@ -1,0 +1,647 @@
+"""The fast lane of a group of signals on SQLite: the usual signal, booked on the driver.
+
+Most signals are the same thing: a market order (a direction and quantity, or a target
+``position_size``) on the user's default paper account, in a netting portfolio. Booking
+one through the services costs about 2 ms of Python (ORM objects, the state table, bind
+processors for every value, a savepoint through the session) for about 0.4 ms of database
+work (bench/bench_signals.py, docs/benchmarks.md). This lane books such a signal with the
+same statements (the services' prepared statements, so the same SQL and column defaults),
+with values formatted once on the way in and the group's state (the user, the account,
+the portfolio's cash, the open positions, the audit chain's head) read once per group.
+
+What it writes is what the services write, row for row: the order with its three events,
+the trade, the position (netting: opened, grown, reduced, closed or reversed through zero
+with the fee split pro rata, `portfolios.pnl`), the cash and its ledger row, the outbox
+events (``order.filled``, ``position.closed``), an audit entry on the hash chain, and the
+signal's outcome (tests/signals/test_fast.py runs the same signals both ways and compares
+every row).
+
+It decides before it writes: a signal it does not take (any other form, a check that
+fails, a refusal) leaves no trace and goes the general way (`SignalService.execute`),
+which also records every refusal. Its writes run in a savepoint of their own; an error
+rolls them back, forgets what the lane holds, and leaves the signal to the general way.
+When a general signal runs in the middle of a group, the lane writes the chain head
+first and forgets its state afterwards (`settle`, `forget`), and the session forgets the
+portfolios and positions it read (they may have moved under it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from tradebase.accounts.models import User
+from tradebase.audit.service import (
+    _CLAIM_HEAD,
+    _INSERT_ROW,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    HEAD_ID,
+    AuditChainConflict,
+    _bounded,
+    _jsonable,
+    entry_hash,
+)
+from tradebase.calendars.service import is_open
+from tradebase.config import Settings
+from tradebase.core.money import check_fits, quantize
+from tradebase.core.prepared import Prepared, connection_of
+from tradebase.core.time import utc_now
+from tradebase.events.bus import EMITTED
+from tradebase.events.service import _INSERT as _INSERT_EVENT_ROW
+from tradebase.events.service import EventType, plain
+from tradebase.orders.models import Order, OrderEventType, OrderStatus, OrderType, Trade
+from tradebase.orders.service import _INSERT_EVENT, _INSERT_ORDER, _INSERT_TRADE, check_storable
+from tradebase.portfolios import pnl
+from tradebase.portfolios.models import (
+    CashMovementKind,
+    Portfolio,
+    Position,
+    PositionMode,
+    PositionStatus,
+    Product,
+    TradingAccount,
+)
+from tradebase.portfolios.service import (
+    _INSERT_MOVEMENT,
+    _INSERT_POSITION,
+    _OPEN_POSITIONS,
+    _SET_CASH,
+    _UPDATE_POSITION,
+)
+from tradebase.signals import payload
+from tradebase.signals.models import Signal, SignalStatus, TradeAction
+from tradebase.signals.service import (
+    _DEFAULT_ACCOUNT,
+    _KEPT,
+    _PORTFOLIO,
+    DEFAULT_EXCHANGE,
+    Limits,
+    SignalRow,
+    client_order_id,
+    limits_of,
+)
+
+ZERO = Decimal(0)
+_BPS = Decimal(10_000)
+_SAVEPOINT = "tb_fast_signal"
+
+
+class _Declined(Exception):
+    """The lane does not take this signal (raised before anything is written)."""
+
+
+def _dec(value: Decimal | None) -> str | None:
+    """A decimal as the ExactDecimal column stores it on SQLite (canonical text)."""
+    return None if value is None else format(check_fits(value), "f")
+
+
+def _time(value: datetime) -> str:
+    """An aware UTC datetime as UTCDateTime stores it on SQLite."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class _Statement:
+    """A service's prepared statement run with values already in the driver's form: the
+    same SQL and constant defaults, none of the per-value bind processing."""
+
+    def __init__(self, prepared: Prepared, names: tuple[str, ...], dialect: Any) -> None:
+        compiled = prepared._compile(dialect, dict.fromkeys(names))
+        self.sql = compiled.sql
+        self.binds = tuple((name, literal) for name, literal, _ in compiled.binds)
+
+    def args(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[name] if name is not None else literal for name, literal in self.binds)
+
+
+@dataclass
+class _Lot:
+    """An open position as the lane holds it during the group."""
+
+    id: int
+    lot: pnl.Lot
+    realized: Decimal
+
+
+class FastLane:
+    """Books the usual signals of one group transaction (see the module's docstring)."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        connection = connection_of(session)
+        self.dialect = connection.dialect
+        self.driver: sqlite3.Connection = connection.connection.dbapi_connection  # type: ignore[assignment]
+        self.cursor = self.driver.cursor()
+        self.users: dict[int, tuple[User, Limits]] = {}
+        self.accounts: dict[int, TradingAccount] = {}
+        self.portfolios: dict[int, Portfolio] = {}
+        self.positions: dict[tuple[int, str, str, str], _Lot | None] = {}
+        self.markets: dict[str, bool] = {}
+        self.head: list[Any] | None = None  # [old last_id, last id, last hash, entries added]
+        self.pending_head: list[Any] | None = None  # the head once the signal is released
+        self.json: dict[str, Callable[[Any], Any]] = {
+            name: _processor(table, column, self.dialect)
+            for name, table, column in (
+                ("outcome", Signal.__table__, "outcome"),
+                ("algo_params", Order.__table__, "algo_params"),
+                ("metadata", Trade.__table__, "metadata"),
+                ("details", _event_table(), "details"),
+                ("payload", _events_table(), "payload"),
+                ("audit", _audit_table(), "details"),
+            )
+        }
+
+    # --- the group's state ----------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop what the lane read: a general signal may have moved any of it."""
+        self.users.clear()
+        self.accounts.clear()
+        self.portfolios.clear()
+        self.positions.clear()
+        self.head = self.pending_head = None
+
+    def settle(self) -> None:
+        """Write the audit chain's head (the lane moves it once per group)."""
+        head, self.head = self.head, None
+        if head is None or head[3] == 0:
+            return
+        # `_MOVE_HEAD`'s compare-and-set, for all the group's entries at once.
+        self.cursor.execute(
+            "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + ?,"
+            " updated_at = ? WHERE id = ? AND last_id IS ?",
+            (head[1], head[2], head[3], _time(utc_now()), HEAD_ID, head[0]),
+        )
+        if self.cursor.rowcount != 1:
+            raise AuditChainConflict("the audit chain head moved while the signal writer held it")
+
+    def _user(self, user_id: int) -> tuple[User, Limits]:
+        found = self.users.get(user_id)
+        if found is None:
+            user = self.session.get(User, user_id)
+            assert user is not None
+            found = self.users[user_id] = (user, limits_of(user, self.settings))
+        return found
+
+    def _account(self, user_id: int) -> TradingAccount:
+        found = self.accounts.get(user_id)
+        if found is None:
+            rows = _DEFAULT_ACCOUNT.rows(self.session, {"uid": user_id})
+            if not rows:
+                raise _Declined
+            found = self.accounts[user_id] = TradingAccount(**rows[0]._asdict())
+        return found
+
+    def _portfolio(self, account_id: int) -> Portfolio:
+        found = self.portfolios.get(account_id)
+        if found is None:
+            rows = _PORTFOLIO[(False, False)].rows(self.session, {"aid": account_id})
+            if not rows:
+                raise _Declined
+            found = self.portfolios[account_id] = Portfolio(**rows[0]._asdict())
+        return found
+
+    def _open(self, exchange: str) -> bool:
+        found = self.markets.get(exchange)
+        if found is None:
+            found = self.markets[exchange] = is_open(self.session, exchange, utc_now()).open
+        return found
+
+    def _position(self, key: tuple[int, str, str, str]) -> _Lot | None:
+        if key in self.positions:
+            return self.positions[key]
+        rows = _OPEN_POSITIONS.rows(
+            self.session, {"pid": key[0], "symbol": key[1], "exchange": key[2], "product": key[3]}
+        )
+        if len(rows) > 1:
+            raise _Declined  # not a netting book
+        found = None
+        if rows:
+            row = rows[0]
+            found = _Lot(
+                row.id, pnl.Lot(row.direction, row.quantity, row.cost_basis, row.fees_paid),
+                row.realized_pnl,
+            )  # fmt: skip
+        self.positions[key] = found
+        return found
+
+    def _head(self) -> list[Any]:
+        if self.head is None:
+            row = _CLAIM_HEAD.rows(self.session, {"now": utc_now()})[0]
+            last = max(row.top_id or 0, row.last_id or 0)
+            self.head = [row.last_id, last, row.last_hash or GENESIS_HASH, 0]
+        return self.head
+
+    # --- one signal -----------------------------------------------------------------
+
+    def execute(self, stored: Signal, row: SignalRow) -> Signal | None:
+        """Book *stored* (received, committed) if the lane takes it: its outcome written,
+        the object told; None when it goes the general way (nothing written)."""
+        fields = row.fields
+        if fields is None or not _usual(fields):
+            return None
+        try:
+            plan = self._plan(stored, fields)
+        except _Declined:
+            return None
+        self.cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            changes = self._book(stored, fields, plan)
+        except Exception:
+            # Taken by another process, or a statement that failed: nothing of it stays,
+            # and the general way runs it (and records the error if it is one).
+            self.cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            self.cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            self.forget()
+            return None
+        self.cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        plan.commit(self)
+        for name, value in changes.items():
+            set_committed_value(stored, name, value)
+        return stored
+
+    def _plan(self, stored: Signal, fields: payload.SignalFields) -> _Plan:
+        user, limits = self._user(stored.user_id)
+        if limits.paused or not user.is_active or user.role == "viewer":
+            raise _Declined
+        account = self._account(user.id)
+        if account.broker != "paper":
+            raise _Declined
+        portfolio = self._portfolio(account.id)
+        if portfolio.position_mode != PositionMode.netting:
+            raise _Declined
+        exchange = fields.exchange or DEFAULT_EXCHANGE
+        product = fields.product or Product.NRML
+        symbol = fields.symbol
+        if symbol is None or product == Product.CNC or not self._open(exchange):
+            raise _Declined
+        key = (portfolio.id, symbol, exchange, product)
+        held = self._position(key)
+        current = ZERO
+        if held is not None:
+            current = held.lot.quantity if held.lot.direction == pnl.LONG else -held.lot.quantity
+        target = fields.position_size
+        if target is None and fields.trade_action == TradeAction.close:
+            target = ZERO
+        if target is not None:
+            change = quantize(target) - current
+            if change == 0:
+                raise _Declined  # nothing to place: the general way records that
+            side, quantity = (pnl.BUY if change > 0 else pnl.SELL), abs(change)
+        elif fields.direction is not None and fields.quantity is not None:
+            side, quantity = fields.direction, quantize(fields.quantity)
+        else:
+            raise _Declined
+        after = current + (quantity if side == pnl.BUY else -quantity)
+        grows = abs(after) > abs(current)
+        if limits.max_position_size is not None and grows and abs(after) > limits.max_position_size:
+            raise _Declined
+        if fields.price is None:
+            raise _Declined  # a price read from the bars: the general way
+        reference = fields.limit_price or fields.price
+        if limits.max_order_value is not None and quantity * reference > limits.max_order_value:
+            raise _Declined
+        move = fields.price * account.slippage_bps / _BPS
+        price = quantize(fields.price + move if side == pnl.BUY else fields.price - move)
+        try:
+            fill = pnl.Fill(side, quantity, price, quantize(quantity * price * account.fee_rate))
+            check_storable(fill)
+        except Exception:
+            raise _Declined from None
+        if portfolio.cash_balance_usd + fill.cash_change < 0 and not portfolio.allow_margin:
+            raise _Declined
+        return _Plan(user, account, portfolio, key, held, current, after, fill)
+
+    def _book(self, stored: Signal, fields: payload.SignalFields, plan: _Plan) -> dict[str, Any]:
+        now = utc_now()
+        at = _time(now)
+        user, account, portfolio, fill = plan.user, plan.account, plan.portfolio, plan.fill
+        portfolio_id, symbol, exchange, product = plan.key
+        cursor, run = self.cursor, self._run
+        cid = client_order_id(stored.id, account.id, 0)
+        tag = (fields.comment or "")[:100] or None
+        quantity, price, fee = _dec(fill.quantity), _dec(fill.price), _dec(fill.fee)
+        order = {
+            "user_id": portfolio.user_id, "account_id": portfolio.account_id,
+            "portfolio_id": portfolio_id, "client_order_id": cid, "symbol": symbol,
+            "exchange": exchange, "side": fill.side, "order_type": OrderType.market.value,
+            "product": product, "time_in_force": "GTC", "quantity": quantity,
+            "price": _dec(fields.price), "trigger_price": _dec(fields.stop_price), "tag": tag,
+            "signal_id": stored.id, "strategy_id": None, "deployment_id": None,
+            "algo_params": self.json["algo_params"](None), "status": OrderStatus.filled.value,
+            "filled_quantity": quantity, "average_fill_price": price, "fee": fee,
+            "fee_currency": portfolio.base_currency, "placed_at": at, "filled_at": at,
+            "created_at": at, "updated_at": at,
+        }  # fmt: skip
+        order_id = run(_INSERT_ORDER, order).fetchone()[0]
+        position_id, realized, released = self._move_position(plan, stored.id, now, at)
+        trade_id = run(
+            _INSERT_TRADE,
+            {
+                "created_at": at, "updated_at": at, "metadata": self.json["metadata"]({}),
+                "user_id": portfolio.user_id, "portfolio_id": portfolio_id, "order_id": order_id,
+                "position_id": position_id, "symbol": symbol, "exchange": exchange,
+                "side": fill.side, "quantity": quantity, "price": price,
+                "value": _dec(fill.value), "fee": fee, "fee_currency": portfolio.base_currency,
+                "pnl": _dec(realized),
+                "pnl_percent": _dec(quantize(realized * 100 / released))
+                if realized is not None and released
+                else None,
+                "executed_at": at,
+            },
+        ).fetchone()[0]  # fmt: skip
+        plan.cash = portfolio.cash_balance_usd + fill.cash_change
+        run(_SET_CASH, {"pid": portfolio_id, "cash": _dec(plan.cash), "now": at})
+        run(
+            _INSERT_MOVEMENT,
+            {
+                "created_at": at, "portfolio_id": portfolio_id, "user_id": portfolio.user_id,
+                "kind": CashMovementKind.trade.value, "amount": _dec(fill.cash_change),
+                "balance_after": _dec(plan.cash), "trade_id": trade_id,
+                "note": f"order {order_id}",
+            },
+        ).fetchone()  # fmt: skip
+        details = self.json["details"]
+        event = self._statement(
+            _INSERT_EVENT,
+            ("created_at", "order_id", "event_type", "from_status", "to_status", "quantity",
+             "price", "details", "occurred_at"),
+        )  # fmt: skip
+        cursor.executemany(
+            event.sql,
+            [
+                event.args({
+                    "created_at": at, "order_id": order_id, "event_type": name,
+                    "from_status": before, "to_status": to,
+                    "quantity": quantity if to == "filled" else None,
+                    "price": price if to == "filled" else None,
+                    "details": details(extra), "occurred_at": at,
+                })
+                for name, before, to, extra in (
+                    (OrderEventType.created.value, None, "pending", None),
+                    (OrderEventType.accepted.value, "pending", "open", None),
+                    (OrderEventType.filled.value, "open", "filled",
+                     {"trade_id": trade_id, "fee": str(fill.fee)}),
+                )
+            ],
+        )  # fmt: skip
+        self._emit(
+            portfolio.user_id,
+            EventType.order_filled,
+            {
+                "order_id": order_id, "client_order_id": cid, "portfolio_id": portfolio_id,
+                "account_id": portfolio.account_id, "symbol": symbol, "exchange": exchange,
+                "side": fill.side, "order_type": OrderType.market.value, "product": product,
+                "quantity": fill.quantity, "price": fields.price,
+                "trigger_price": fields.stop_price, "filled_quantity": fill.quantity,
+                "average_fill_price": fill.price, "fee": fill.fee,
+                "fee_currency": portfolio.base_currency, "status": OrderStatus.filled.value,
+                "reject_reason": None, "tag": tag, "signal_id": stored.id, "strategy_id": None,
+                "parent_order_id": None, "trade_id": trade_id, "fill_quantity": fill.quantity,
+                "fill_price": fill.price, "filled_at": now,
+            },
+            at,
+        )  # fmt: skip
+        self._audit(user, stored.source_ip, order_id, fields, fill, now)
+        outcome = {
+            "orders": [
+                {
+                    "id": order_id, "client_order_id": cid, "account_id": account.id,
+                    "portfolio_id": portfolio_id, "side": fill.side,
+                    "quantity": str(check_fits(fill.quantity)),
+                    "status": OrderStatus.filled.value,
+                    "average_fill_price": str(check_fits(fill.price)),
+                }
+            ]
+        }  # fmt: skip
+        after = plan.after
+        changes: dict[str, Any] = {
+            "strategy_id": None,
+            "account_id": account.id,
+            "position_status": "open" if after else "closed",
+            "trade_direction": pnl.LONG if after > 0 else pnl.SHORT if after < 0 else None,
+            "status": SignalStatus.processed,
+            "error": None,
+            "outcome": outcome,
+            "processed_at": now,
+            "updated_at": now,
+        }
+        self.cursor.execute(
+            "UPDATE signals SET strategy_id = NULL, account_id = ?, position_status = ?,"
+            " trade_direction = ?, status = 'processed', error = NULL, outcome = ?,"
+            " processed_at = ?, updated_at = ? WHERE id = ? AND status = 'received'",
+            (account.id, changes["position_status"], changes["trade_direction"],
+             self.json["outcome"](outcome), at, at, stored.id),
+        )  # fmt: skip
+        if self.cursor.rowcount != 1:  # another process has it (recovery): theirs
+            raise _Taken
+        self.session.info[EMITTED] = True
+        return changes
+
+    def _move_position(
+        self, plan: _Plan, signal_id: int, now: datetime, at: str
+    ) -> tuple[int, Decimal | None, Decimal]:
+        """`PortfolioService.apply_fill` for a netting book: the position's row moved."""
+        held, fill = plan.held, plan.fill
+        portfolio_id, symbol, exchange, product = plan.key
+        outcome = pnl.apply_netting(held.lot if held is not None else None, fill)
+        released = ZERO
+        position_id: int | None = None
+        pending: dict[str, Any] = {}
+        new_realized = held.realized if held is not None else ZERO
+        if outcome.closed is not None:
+            assert held is not None
+            before = held.lot
+            after_same = outcome.after is not None and outcome.after.direction == before.direction
+            released = before.cost - (outcome.after.cost if after_same else ZERO)  # type: ignore[union-attr]
+            new_realized = held.realized + outcome.closed.realized
+            values: dict[str, Any] = {
+                "realized_pnl": _dec(new_realized),
+                "exit_price": _dec(fill.price),
+            }
+            if outcome.closed.flat:
+                values.update(
+                    quantity="0", cost_basis="0", fees_paid="0",
+                    status=PositionStatus.closed.value, open_slot=None, closed_at=at,
+                    unrealized_pnl="0", unrealized_pnl_percent="0",
+                )  # fmt: skip
+                self._run(_UPDATE_POSITION, {"pos_id": held.id, "updated_at": at, **values})
+                position_id = held.id
+                self._emit(
+                    plan.portfolio.user_id,
+                    EventType.position_closed,
+                    {
+                        "position_id": held.id, "portfolio_id": portfolio_id, "symbol": symbol,
+                        "exchange": exchange, "product": product, "direction": before.direction,
+                        "quantity": before.quantity, "exit_price": fill.price,
+                        "realized_pnl": new_realized, "closed_at": now,
+                    },
+                    at,
+                )  # fmt: skip
+            else:
+                pending = values
+        after = outcome.after
+        new: _Lot | None = None
+        if after is not None:
+            unrealized = after.unrealized(fill.price)
+            values = {
+                "quantity": _dec(after.quantity), "cost_basis": _dec(after.cost),
+                "fees_paid": _dec(after.open_fees), "entry_price": _dec(after.entry_price),
+                "current_price": _dec(fill.price), "unrealized_pnl": _dec(quantize(unrealized)),
+                "unrealized_pnl_percent": _dec(quantize(unrealized * 100 / after.cost)),
+            }  # fmt: skip
+            if held is not None and not (outcome.closed is not None and outcome.closed.flat):
+                values.update(pending)
+                self._run(_UPDATE_POSITION, {"pos_id": held.id, "updated_at": at, **values})
+                position_id = held.id
+                new = _Lot(held.id, after, new_realized)
+            else:
+                position_id = self._run(
+                    _INSERT_POSITION,
+                    {
+                        "portfolio_id": portfolio_id, "signal_id": signal_id, "deal_id": None,
+                        "symbol": symbol, "exchange": exchange, "product": product,
+                        "direction": after.direction, "opened_at": at, "created_at": at,
+                        "updated_at": at, "status": PositionStatus.open.value, "open_slot": 1,
+                        **values,
+                    },
+                ).fetchone()[0]  # fmt: skip
+                new = _Lot(position_id, after, ZERO)
+        plan.moved = new
+        assert position_id is not None
+        realized = outcome.closed.realized if outcome.closed else None
+        return position_id, realized, released
+
+    def _emit(self, user_id: int, event_type: str, data: dict[str, Any], at: str) -> None:
+        self._run(
+            _INSERT_EVENT_ROW,
+            {"user_id": user_id, "event_type": event_type,
+             "payload": self.json["payload"](plain(data)), "created_at": at},
+        )  # fmt: skip
+
+    def _audit(
+        self,
+        user: User,
+        ip: str | None,
+        order_id: int,
+        fields: payload.SignalFields,
+        fill: pnl.Fill,
+        now: datetime,
+    ) -> None:
+        """`AuditService.record_by` of ``order.placed``; the head moves in `settle`."""
+        head = list(self._head())
+        details = _jsonable(
+            {"symbol": fields.symbol, "side": fill.side, "quantity": str(fill.quantity),
+             "status": OrderStatus.filled.value}
+        )  # fmt: skip
+        values: dict[str, Any] = {
+            "id": head[1] + 1, "timestamp": now, "user_id": user.id, "actor_user_id": user.id,
+            "actor": _bounded("actor", user.username), "action": "order.placed",
+            "resource_type": "order", "resource_id": str(order_id),
+            "ip_address": _bounded("ip_address", ip), "user_agent": None, "message": None,
+            "details": details, "prev_hash": head[2],
+        }  # fmt: skip
+        values["row_hash"] = entry_hash([values[name] for name in HASHED_FIELDS])
+        self._run(
+            _INSERT_ROW,
+            {**values, "timestamp": _time(now), "details": self.json["audit"](details)},
+        )
+        self.pending_head = [head[0], values["id"], values["row_hash"], head[3] + 1]
+
+    # --- statements -------------------------------------------------------------------
+
+    def _statement(self, prepared: Prepared, names: tuple[str, ...]) -> _Statement:
+        key = (id(prepared), names)
+        found = _STATEMENTS.get(key)
+        if found is None:
+            found = _STATEMENTS[key] = _Statement(prepared, names, self.dialect)
+        return found
+
+    def _run(self, prepared: Prepared, values: dict[str, Any]) -> sqlite3.Cursor:
+        statement = self._statement(prepared, tuple(values))
+        return self.cursor.execute(statement.sql, statement.args(values))
+
+
+_STATEMENTS: dict[tuple[int, tuple[str, ...]], _Statement] = {}
+
+
+class _Taken(Exception):
+    """Another process claimed the signal first."""
+
+
+@dataclass
+class _Plan:
+    user: User
+    account: TradingAccount
+    portfolio: Portfolio
+    key: tuple[int, str, str, str]
+    held: _Lot | None
+    current: Decimal
+    after: Decimal
+    fill: pnl.Fill
+    cash: Decimal = ZERO
+    moved: _Lot | None = None
+
+    def commit(self, lane: FastLane) -> None:
+        """What the lane holds once the signal's writes are released."""
+        self.portfolio.cash_balance_usd = self.cash
+        lane.positions[self.key] = self.moved
+        if lane.pending_head is not None:
+            lane.head, lane.pending_head = lane.pending_head, None
+
+
+def _usual(fields: payload.SignalFields) -> bool:
+    """The signal's form is one the lane books (anything else goes the general way)."""
+    return (
+        fields.error is None
+        and fields.strategy is None
+        and fields.account is None
+        and fields.portfolio is None
+        and fields.deal_id is None
+        and not fields.hedging_enabled
+        and fields.trade_action in (None, TradeAction.open, TradeAction.close)
+        and fields.order_type in (None, OrderType.market)
+    )
+
+
+def forget_session_state(session: Session) -> None:
+    """After the lane wrote: the session's portfolios and positions may be stale, and the
+    general way's kept objects with them."""
+    session.info.pop(_KEPT, None)
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Portfolio | Position | TradingAccount):
+            session.expire(obj)
+
+
+def _processor(table: Any, column: str, dialect: Any) -> Callable[[Any], Any]:
+    """The JSON column's own serializer (its key order and separators are the row's)."""
+    found = table.c[column].type._cached_bind_processor(dialect)
+    assert found is not None
+    return cast(Callable[[Any], Any], found)
+
+
+def _event_table() -> Table:
+    from tradebase.orders.models import OrderEvent
+
+    return OrderEvent.__table__  # type: ignore[return-value]
+
+
+def _events_table() -> Table:
+    from tradebase.events.models import Event
+
+    return Event.__table__  # type: ignore[return-value]
+
+
+def _audit_table() -> Table:
+    from tradebase.audit.models import AuditLog
+
+    return AuditLog.__table__  # type: ignore[return-value]
