@@ -36,6 +36,8 @@ SERVER_URLS = {
     "mysql": os.environ.get("TRADEBASE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
 }
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The test process starts many apps; freezing its heap at each start would only cost time.
+os.environ.setdefault("TRADEBASE_GC_FREEZE", "false")
 
 
 def _unreachable(backend: str, exc: Exception) -> None:

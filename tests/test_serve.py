@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
+from tradebase.config import Settings
+from tradebase.core import migrate
+from tradebase.core.db import Database
 
 
 def _start(workdir: Path, port: int) -> subprocess.Popen[str]:
@@ -68,3 +71,24 @@ def test_first_run_creates_databases_and_an_admin_once(tmp_path: Path) -> None:
         process.terminate()
         output = process.communicate(timeout=20)[0]
     assert "one-time password" not in output
+
+
+def test_a_started_server_freezes_its_heap_out_of_full_collections(tmp_path: Path) -> None:
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from tradebase.app import create_app
+
+    frozen = gc.get_freeze_count()
+    settings = Settings(data_dir=tmp_path, gc_freeze=True)
+    for database in Database:
+        migrate.upgrade(database, settings=settings)
+    try:
+        with TestClient(create_app(settings)):
+            assert gc.get_freeze_count() > frozen + 10_000  # the imported code, the app
+    finally:
+        gc.unfreeze()
+    quiet = Settings(data_dir=tmp_path, gc_freeze=False)
+    with TestClient(create_app(quiet)):
+        assert gc.get_freeze_count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             streams = BrokerStreams(engines)
             streams.start()
+        if settings.gc_freeze:  # what is alive now stays: no full collection walks it again
+            gc.collect()
+            gc.freeze()
         yield
         if streams is not None:
             await run_in_threadpool(streams.close)
@@ -184,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from tradebase.signals.router import router as signals_router
     from tradebase.strategies.router import router as strategies_router
 
+    # The webhook first: routes are matched in order, and it is the one that takes load.
+    app.include_router(signals_router)
     app.include_router(accounts_router)
     app.include_router(portfolios_router)
     app.include_router(orders_router)
@@ -192,7 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(strategies_router)
     app.include_router(mirroring_router)
     app.include_router(audit_router)
-    app.include_router(signals_router)
     app.include_router(brokers_router)
     app.include_router(openalgo_router)
     app.include_router(events_router)

@@ -310,6 +310,16 @@ class Settings(BaseSettings):
         parse_retention(value)
         return value.strip().lower()
 
+    gc_freeze: bool = Field(
+        default=True,
+        description=(
+            "Once a server has started, move the objects it holds (the imported code, the"
+            " app) out of the garbage collector's full collections (gc.freeze): each full"
+            " collection over them stops the whole server for tens of milliseconds, which"
+            " was the worst latency of a webhook under load."
+        ),
+    )
+
     # Events out: outgoing webhooks and the live stream (alerts/, events/).
     webhook_dispatch: bool = Field(
         default=True,

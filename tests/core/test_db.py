@@ -21,14 +21,17 @@ def test_sqlite_connections_are_configured(scratch_factory: ScratchFactory) -> N
     with engine.connect() as conn:
         pragma = {
             name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
-        }
+            for name in (
+                "journal_mode", "synchronous", "busy_timeout", "foreign_keys", "temp_store"
+            )
+        }  # fmt: skip
     engine.dispose()
     assert pragma == {
         "journal_mode": "wal",
         "synchronous": 1,
         "busy_timeout": 1234,
         "foreign_keys": 1,
+        "temp_store": 2,  # memory: savepoint journals are not written to temporary files
     }
 
 

@@ -34,7 +34,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -141,7 +141,7 @@ class FastLane:
         self.dialect = connection.dialect
         self.driver: sqlite3.Connection = connection.connection.dbapi_connection  # type: ignore[assignment]
         self.cursor = self.driver.cursor()
-        self.users: dict[int, tuple[User, Limits]] = {}
+        self.users: dict[int, tuple[Any, Limits]] = {}
         self.accounts: dict[int, TradingAccount] = {}
         self.portfolios: dict[int, Portfolio] = {}
         self.positions: dict[tuple[int, str, str, str], _Lot | None] = {}
@@ -184,11 +184,10 @@ class FastLane:
         if self.cursor.rowcount != 1:
             raise AuditChainConflict("the audit chain head moved while the signal writer held it")
 
-    def _user(self, user_id: int) -> tuple[User, Limits]:
+    def _user(self, user_id: int) -> tuple[Any, Limits]:
         found = self.users.get(user_id)
         if found is None:
-            user = self.session.get(User, user_id)
-            assert user is not None
+            user = _USER.rows(self.session, {"uid": user_id})[0]
             found = self.users[user_id] = (user, limits_of(user, self.settings))
         return found
 
@@ -530,7 +529,7 @@ class FastLane:
 
     def _audit(
         self,
-        user: User,
+        user: Any,
         ip: str | None,
         order_id: int,
         fields: payload.SignalFields,
@@ -572,6 +571,12 @@ class FastLane:
 
 
 _STATEMENTS: dict[tuple[int, tuple[str, ...]], _Statement] = {}
+_users = cast(Table, User.__table__)
+_USER = Prepared(
+    select(
+        _users.c.id, _users.c.username, _users.c.role, _users.c.is_active, _users.c.settings
+    ).where(_users.c.id == bindparam("uid"))
+)
 
 
 class _Taken(Exception):
@@ -580,7 +585,7 @@ class _Taken(Exception):
 
 @dataclass
 class _Plan:
-    user: User
+    user: Any  # the columns of _USER
     account: TradingAccount
     portfolio: Portfolio
     key: tuple[int, str, str, str]

@@ -1310,6 +1310,8 @@ async def submit_async(
                          redact, window)  # fmt: skip
     writer = batch.batcher_for(factory, settings)
     if writer is not None:
+        # Read in the request, not in the writer thread: every signal takes turns there.
+        prepared(incoming)
         item = await writer.submit_async(incoming)
         if not item.alone:
             answer = _grouped(item)
