@@ -207,7 +207,7 @@ class Batcher:
                     if item.done is not None:
                         wrote = True
                         continue
-                    lane.settle()  # the general way appends to the audit chain itself
+                    lane.flush()  # what the lane left for the end, before the general way
                     if wrote:
                         forget_session_state(session)
                         wrote = False
@@ -235,7 +235,7 @@ class Batcher:
                     session.flush()
                     lane.forget()
             if lane is not None:
-                lane.settle()
+                lane.flush()
         for item in pending:
             if item.done is not None and item.done.status not in _FINAL:
                 item.done = None

@@ -74,7 +74,6 @@ from tradebase.portfolios.service import (
     _INSERT_MOVEMENT,
     _INSERT_POSITION,
     _OPEN_POSITIONS,
-    _SET_CASH,
     _UPDATE_POSITION,
 )
 from tradebase.signals import payload
@@ -92,7 +91,6 @@ from tradebase.signals.service import (
 
 ZERO = Decimal(0)
 _BPS = Decimal(10_000)
-_SAVEPOINT = "tb_fast_signal"
 
 
 class _Declined(Exception):
@@ -147,7 +145,13 @@ class FastLane:
         self.positions: dict[tuple[int, str, str, str], _Lot | None] = {}
         self.markets: dict[str, bool] = {}
         self.head: list[Any] | None = None  # [old last_id, last id, last hash, entries added]
-        self.pending_head: list[Any] | None = None  # the head once the signal is released
+        # Written by `flush`: rows by statement, the cash and position rows' last values,
+        # the signals' outcomes, and the objects to tell.
+        self.rows: dict[str, list[tuple[Any, ...]]] = {}
+        self.cash: dict[int, tuple[str, str]] = {}
+        self.position_rows: dict[int, dict[str, Any]] = {}
+        self.outcomes: list[tuple[Any, ...]] = []
+        self.done: list[tuple[Signal, dict[str, Any]]] = []
         self.json: dict[str, Callable[[Any], Any]] = {
             name: _processor(table, column, self.dialect)
             for name, table, column in (
@@ -168,21 +172,46 @@ class FastLane:
         self.accounts.clear()
         self.portfolios.clear()
         self.positions.clear()
-        self.head = self.pending_head = None
+        self.head = None
 
-    def settle(self) -> None:
-        """Write the audit chain's head (the lane moves it once per group)."""
-        head, self.head = self.head, None
-        if head is None or head[3] == 0:
-            return
-        # `_MOVE_HEAD`'s compare-and-set, for all the group's entries at once.
-        self.cursor.execute(
-            "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + ?,"
-            " updated_at = ? WHERE id = ? AND last_id IS ?",
-            (head[1], head[2], head[3], _time(utc_now()), HEAD_ID, head[0]),
-        )
-        if self.cursor.rowcount != 1:
-            raise AuditChainConflict("the audit chain head moved while the signal writer held it")
+    def flush(self) -> None:
+        """Write what the group's signals left for the end (their events, ledger rows,
+        audit entries, outcomes; the last state of each position and cash balance; the
+        audit chain's head), and tell the signals' objects their outcome."""
+        cursor = self.cursor
+        self._write_positions()
+        for sql, rows in self.rows.items():
+            cursor.executemany(sql, rows)
+        self.rows.clear()
+        if self.cash:
+            cursor.executemany(_SET_CASH_SQL, [(c, at, pid) for pid, (c, at) in self.cash.items()])
+            self.cash.clear()
+        if self.outcomes:
+            cursor.executemany(_FINISH_SQL, self.outcomes)
+            if cursor.rowcount != len(self.outcomes):  # another process claimed one: redo all
+                raise SignalTaken("a signal of the group was executed by another process")
+            self.outcomes.clear()
+            self.session.info[EMITTED] = True
+        head = self.head
+        if head is not None and head[3]:
+            # `_MOVE_HEAD`'s compare-and-set, for all the group's entries at once.
+            cursor.execute(
+                "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + ?,"
+                " updated_at = ? WHERE id = ? AND last_id IS ?",
+                (head[1], head[2], head[3], _time(utc_now()), HEAD_ID, head[0]),
+            )
+            if cursor.rowcount != 1:
+                raise AuditChainConflict("the audit chain head moved under the signal writer")
+            self.head = [head[1], head[1], head[2], 0]
+        for stored, changes in self.done:
+            for name, value in changes.items():
+                set_committed_value(stored, name, value)
+        self.done.clear()
+
+    def _write_positions(self) -> None:
+        for position_id, values in self.position_rows.items():
+            self._run(_UPDATE_POSITION, {"pos_id": position_id, **values})
+        self.position_rows.clear()
 
     def _user(self, user_id: int) -> tuple[Any, Limits]:
         found = self.users.get(user_id)
@@ -243,8 +272,10 @@ class FastLane:
     # --- one signal -----------------------------------------------------------------
 
     def execute(self, stored: Signal, row: SignalRow) -> Signal | None:
-        """Book *stored* (received, committed) if the lane takes it: its outcome written,
-        the object told; None when it goes the general way (nothing written)."""
+        """Book *stored* (received, committed) if the lane takes it and return it (its
+        outcome is on the object once `flush` has written it); None when it goes the
+        general way (nothing written). An error propagates: the group's transaction
+        rolls back as a whole, and signals/batch.py executes its signals one by one."""
         fields = row.fields
         if fields is None or not _usual(fields):
             return None
@@ -252,20 +283,9 @@ class FastLane:
             plan = self._plan(stored, fields)
         except _Declined:
             return None
-        self.cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
-        try:
-            changes = self._book(stored, fields, plan)
-        except Exception:
-            # Taken by another process, or a statement that failed: nothing of it stays,
-            # and the general way runs it (and records the error if it is one).
-            self.cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-            self.cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
-            self.forget()
-            return None
-        self.cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
-        plan.commit(self)
-        for name, value in changes.items():
-            set_committed_value(stored, name, value)
+        self.done.append((stored, self._book(stored, fields, plan)))
+        plan.portfolio.cash_balance_usd = plan.cash
+        self.positions[plan.key] = plan.moved
         return stored
 
     def _plan(self, stored: Signal, fields: payload.SignalFields) -> _Plan:
@@ -325,7 +345,7 @@ class FastLane:
         at = _time(now)
         user, account, portfolio, fill = plan.user, plan.account, plan.portfolio, plan.fill
         portfolio_id, symbol, exchange, product = plan.key
-        cursor, run = self.cursor, self._run
+        run = self._run
         cid = client_order_id(stored.id, account.id, 0)
         tag = (fields.comment or "")[:100] or None
         quantity, price, fee = _dec(fill.quantity), _dec(fill.price), _dec(fill.fee)
@@ -359,8 +379,8 @@ class FastLane:
             },
         ).fetchone()[0]  # fmt: skip
         plan.cash = portfolio.cash_balance_usd + fill.cash_change
-        run(_SET_CASH, {"pid": portfolio_id, "cash": _dec(plan.cash), "now": at})
-        run(
+        self.cash[portfolio_id] = (_dec(plan.cash), at)  # type: ignore[assignment]
+        self._later(
             _INSERT_MOVEMENT,
             {
                 "created_at": at, "portfolio_id": portfolio_id, "user_id": portfolio.user_id,
@@ -368,15 +388,14 @@ class FastLane:
                 "balance_after": _dec(plan.cash), "trade_id": trade_id,
                 "note": f"order {order_id}",
             },
-        ).fetchone()  # fmt: skip
+        )  # fmt: skip
         details = self.json["details"]
         event = self._statement(
             _INSERT_EVENT,
             ("created_at", "order_id", "event_type", "from_status", "to_status", "quantity",
              "price", "details", "occurred_at"),
         )  # fmt: skip
-        cursor.executemany(
-            event.sql,
+        self.rows.setdefault(event.sql, []).extend(
             [
                 event.args({
                     "created_at": at, "order_id": order_id, "event_type": name,
@@ -434,16 +453,10 @@ class FastLane:
             "processed_at": now,
             "updated_at": now,
         }
-        self.cursor.execute(
-            "UPDATE signals SET strategy_id = NULL, account_id = ?, position_status = ?,"
-            " trade_direction = ?, status = 'processed', error = NULL, outcome = ?,"
-            " processed_at = ?, updated_at = ? WHERE id = ? AND status = 'received'",
+        self.outcomes.append(
             (account.id, changes["position_status"], changes["trade_direction"],
-             self.json["outcome"](outcome), at, at, stored.id),
+             self.json["outcome"](outcome), at, at, stored.id)
         )  # fmt: skip
-        if self.cursor.rowcount != 1:  # another process has it (recovery): theirs
-            raise _Taken
-        self.session.info[EMITTED] = True
         return changes
 
     def _move_position(
@@ -473,7 +486,7 @@ class FastLane:
                     status=PositionStatus.closed.value, open_slot=None, closed_at=at,
                     unrealized_pnl="0", unrealized_pnl_percent="0",
                 )  # fmt: skip
-                self._run(_UPDATE_POSITION, {"pos_id": held.id, "updated_at": at, **values})
+                self._update_position(held.id, {"updated_at": at, **values})
                 position_id = held.id
                 self._emit(
                     plan.portfolio.user_id,
@@ -500,10 +513,12 @@ class FastLane:
             }  # fmt: skip
             if held is not None and not (outcome.closed is not None and outcome.closed.flat):
                 values.update(pending)
-                self._run(_UPDATE_POSITION, {"pos_id": held.id, "updated_at": at, **values})
+                self._update_position(held.id, {"updated_at": at, **values})
                 position_id = held.id
                 new = _Lot(held.id, after, new_realized)
             else:
+                # A row the group closed still holds its open slot until written.
+                self._write_positions()
                 position_id = self._run(
                     _INSERT_POSITION,
                     {
@@ -520,8 +535,12 @@ class FastLane:
         realized = outcome.closed.realized if outcome.closed else None
         return position_id, realized, released
 
+    def _update_position(self, position_id: int, values: dict[str, Any]) -> None:
+        """Each UPDATE sets whole values: the row's last one is what the group leaves."""
+        self.position_rows.setdefault(position_id, {}).update(values)
+
     def _emit(self, user_id: int, event_type: str, data: dict[str, Any], at: str) -> None:
-        self._run(
+        self._later(
             _INSERT_EVENT_ROW,
             {"user_id": user_id, "event_type": event_type,
              "payload": self.json["payload"](plain(data)), "created_at": at},
@@ -537,7 +556,7 @@ class FastLane:
         now: datetime,
     ) -> None:
         """`AuditService.record_by` of ``order.placed``; the head moves in `settle`."""
-        head = list(self._head())
+        head = self._head()
         details = _jsonable(
             {"symbol": fields.symbol, "side": fill.side, "quantity": str(fill.quantity),
              "status": OrderStatus.filled.value}
@@ -550,11 +569,11 @@ class FastLane:
             "details": details, "prev_hash": head[2],
         }  # fmt: skip
         values["row_hash"] = entry_hash([values[name] for name in HASHED_FIELDS])
-        self._run(
+        self._later(
             _INSERT_ROW,
             {**values, "timestamp": _time(now), "details": self.json["audit"](details)},
         )
-        self.pending_head = [head[0], values["id"], values["row_hash"], head[3] + 1]
+        self.head = [head[0], values["id"], values["row_hash"], head[3] + 1]
 
     # --- statements -------------------------------------------------------------------
 
@@ -565,12 +584,22 @@ class FastLane:
             found = _STATEMENTS[key] = _Statement(prepared, names, self.dialect)
         return found
 
+    def _later(self, prepared: Prepared, values: dict[str, Any]) -> None:
+        statement = self._statement(prepared, tuple(values))
+        self.rows.setdefault(statement.sql, []).append(statement.args(values))
+
     def _run(self, prepared: Prepared, values: dict[str, Any]) -> sqlite3.Cursor:
         statement = self._statement(prepared, tuple(values))
         return self.cursor.execute(statement.sql, statement.args(values))
 
 
 _STATEMENTS: dict[tuple[int, tuple[str, ...]], _Statement] = {}
+_SET_CASH_SQL = "UPDATE portfolios SET cash_balance_usd = ?, updated_at = ? WHERE id = ?"
+_FINISH_SQL = (
+    "UPDATE signals SET strategy_id = NULL, account_id = ?, position_status = ?,"
+    " trade_direction = ?, status = 'processed', error = NULL, outcome = ?, processed_at = ?,"
+    " updated_at = ? WHERE id = ? AND status = 'received'"
+)
 _users = cast(Table, User.__table__)
 _USER = Prepared(
     select(
@@ -579,8 +608,8 @@ _USER = Prepared(
 )
 
 
-class _Taken(Exception):
-    """Another process claimed the signal first."""
+class SignalTaken(Exception):
+    """Another process claimed one of the group's signals first: the group is redone."""
 
 
 @dataclass
@@ -595,13 +624,6 @@ class _Plan:
     fill: pnl.Fill
     cash: Decimal = ZERO
     moved: _Lot | None = None
-
-    def commit(self, lane: FastLane) -> None:
-        """What the lane holds once the signal's writes are released."""
-        self.portfolio.cash_balance_usd = self.cash
-        lane.positions[self.key] = self.moved
-        if lane.pending_head is not None:
-            lane.head, lane.pending_head = lane.pending_head, None
 
 
 def _usual(fields: payload.SignalFields) -> bool:
