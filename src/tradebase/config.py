@@ -203,6 +203,15 @@ class Settings(BaseSettings):
             " 202 with the signal still received (TradingView gives up after 3 seconds)."
         ),
     )
+    signal_sender_cache_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=1.0,
+        description=(
+            "How long a server process keeps the user a webhook key belongs to (reading it"
+            " was a fifth of a webhook's time in the event loop). A change made through this"
+            " process (a new key, signal settings, a user deactivated) applies at once; one"
+            " made by another process after at most this long. 0: read it on every webhook."
+        ),
+    )
     signal_fast_lane: bool = Field(
         default=True,
         description=(

@@ -450,3 +450,37 @@ def test_a_webhook_waiting_for_a_connection_does_not_hold_the_server_up(live: Li
 def _post(live: LiveServer, path: str, body: dict[str, str]) -> Any:
     with live.client() as http:
         return http.post(path, json=body)
+
+
+def test_the_sender_is_kept_a_moment_and_changes_through_the_server_apply_at_once(
+    live: LiveServer,
+) -> None:
+    from sqlalchemy import text
+
+    trader = make_trader(live)
+    body = {"ticker": "KEPT", "action": "buy", "qty": "1", "price": "10"}
+    with live.client() as http:
+        assert http.post(f"/webhook/{trader.webhook_key}", json=body).status_code == 200
+        # Through the server: the kept sender is forgotten with the change.
+        http.put(
+            "/api/v1/signals/settings", json={"ip_allowlist": ["tradingview"]}, headers=trader.auth
+        )
+        assert http.post(f"/webhook/{trader.webhook_key}", json=body).status_code == 403
+        http.put(
+            "/api/v1/signals/settings", json={"ip_allowlist": ["127.0.0.1"]}, headers=trader.auth
+        )
+        assert http.post(f"/webhook/{trader.webhook_key}", json=body).status_code == 200
+        made = http.post("/api/v1/signals/webhook-key", headers=trader.auth)
+        new_key = made.json()["webhook_key"]
+        assert http.post(f"/webhook/{trader.webhook_key}", json=body).status_code == 401
+        assert http.post(f"/webhook/{new_key}", json=body).status_code == 200
+        # Another process's change (a statement no session of this server saw): seen once
+        # the kept sender expires.
+        with live.engines.engine(Database.main).begin() as conn:
+            conn.execute(
+                text("UPDATE users SET is_active = :no WHERE id = :u"),
+                {"no": False, "u": trader.user_id},
+            )
+        time.sleep(live.settings.signal_sender_cache_seconds + 0.2)
+        gone = http.post(f"/webhook/{new_key}", json=body)
+        assert gone.status_code == 401, gone.text

@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import AwareDatetime
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
@@ -87,7 +87,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/webhook/{webhook_key}", responses=_ANSWERS, response_model=schemas.SignalAnswer)
-async def webhook(webhook_key: str, request: Request) -> JSONResponse:
+async def webhook(webhook_key: str, request: Request) -> Response:
     """A TradingView-style signal, the webhook key in the path; the body JSON, sent as
     application/json or text/plain."""
     raw = await _body(request)
@@ -95,7 +95,7 @@ async def webhook(webhook_key: str, request: Request) -> JSONResponse:
 
 
 @router.post("/webhook", responses=_ANSWERS, response_model=schemas.SignalAnswer)
-async def webhook_key_in_body(request: Request) -> JSONResponse:
+async def webhook_key_in_body(request: Request) -> Response:
     """A signal with the webhook key as ``key`` or ``passphrase`` in its JSON body."""
     raw = await _body(request)
     try:
@@ -113,10 +113,11 @@ async def _webhook(request: Request, key: str, raw: bytes, redact: str | None) -
     factory = engines.session_factory(Database.main)
     ip = client_ip(request)
     engine = engines.engine(Database.main)
+    seconds = settings.signal_sender_cache_seconds
     if _in_loop(engine):
-        user = _sender(engine, key)
+        user = _sender(engine, key, seconds)
     else:
-        user = await run_in_threadpool(_sender, engine, key)
+        user = await run_in_threadpool(_sender, engine, key, seconds)
     limits = limits_of(user, settings)
     if limits.ip_allowlist and ip not in limits.ip_allowlist:
         raise SenderNotAllowed(
@@ -153,9 +154,8 @@ def _in_loop(engine: Engine) -> bool:
     return not isinstance(pool, QueuePool) or pool.checkedout() < pool.size()
 
 
-def _sender(engine: Engine, key: str) -> inbox.Sender:
-    with engine.connect() as connection:
-        user = signal_service.webhook_sender(connection, key)
+def _sender(engine: Engine, key: str, seconds: float) -> inbox.Sender:
+    user = signal_service.cached_sender(engine, key, seconds)
     if user is None:
         raise WebhookKeyInvalid("unknown webhook key")
     return user
@@ -176,7 +176,7 @@ def _check_signature(request: Request, user: inbox.Sender, raw: bytes, ip: str |
 
 
 @router.post("/api/v1/signals", responses=_ANSWERS, response_model=schemas.SignalAnswer)
-async def post_signal(request: Request, principal: WriteSignals) -> JSONResponse:
+async def post_signal(request: Request, principal: WriteSignals) -> Response:
     """A signal from a program holding an API key; the same body as the webhook's."""
     raw = await _body(request)
     answer = await inbox.submit_async(
@@ -191,7 +191,7 @@ async def post_signal(request: Request, principal: WriteSignals) -> JSONResponse
     return _respond(answer, request)
 
 
-def _respond(answer: inbox.Answer, request: Request) -> JSONResponse:
+def _respond(answer: inbox.Answer, request: Request) -> Response:
     answer.raise_refusal()
     body = schemas.SignalAnswer(
         signal=schemas.SignalRead.model_validate(answer.signal), duplicate=answer.duplicate
@@ -205,7 +205,10 @@ def _respond(answer: inbox.Answer, request: Request) -> JSONResponse:
         if order.get("status") == "pending" and not answer.duplicate
     ]
     task = BackgroundTask(send_pending, engines_of(request), pending) if pending else None
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, background=task)
+    # Serialized by pydantic-core at once (the same bytes as JSONResponse of model_dump).
+    return Response(
+        body.model_dump_json(), status_code=status, media_type="application/json", background=task
+    )
 
 
 @router.get("/api/v1/signals", response_model=list[schemas.SignalRead])

@@ -19,7 +19,9 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Table,
     bindparam,
     event,
@@ -162,6 +165,29 @@ class SignalRow:
         return (user_id, self.values["order_id"]), (user_id, "~" + self.values["order_id_shifted"])
 
 
+def _read_sender(on: Session | Connection, digest: str) -> Sender | None:
+    rows = _WEBHOOK_SENDER.rows(on, {"hash": digest})
+    if not rows or not rows[0].is_active:
+        return None
+    return Sender(rows[0].id, rows[0].username, rows[0].settings)
+
+
+_SENDERS: weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, Sender]]] = (
+    weakref.WeakKeyDictionary()
+)
+_SENDERS_LOCK = threading.Lock()
+_SENDERS_GENERATION = [0]  # moved by every change of a user: a read begun before it is not kept
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_senders(session: Session, context: Any) -> None:
+    """A user changed (webhook key, settings, active, deleted): forget every sender."""
+    if any(isinstance(o, User) for o in (*session.dirty, *session.deleted)):
+        with _SENDERS_LOCK:
+            _SENDERS_GENERATION[0] += 1
+            _SENDERS.clear()
+
+
 def limits_of(user: User | Sender, settings: Settings) -> Limits:
     own = dict((user.settings or {}).get("signals") or {})
 
@@ -222,11 +248,30 @@ class SignalService:
 
     def webhook_sender(self, on: Session | Connection, webhook_key: str) -> Sender | None:
         """The active user whose webhook key this is (only its hash is stored): one
-        prepared read of the columns the webhook needs, on every webhook."""
-        rows = _WEBHOOK_SENDER.rows(on, {"hash": sha256_hex(webhook_key)})
-        if not rows or not rows[0].is_active:
-            return None
-        return Sender(rows[0].id, rows[0].username, rows[0].settings)
+        prepared read of the columns the webhook needs."""
+        return _read_sender(on, sha256_hex(webhook_key))
+
+    def cached_sender(self, engine: Engine, webhook_key: str, seconds: float) -> Sender | None:
+        """`webhook_sender`, kept for *seconds* in this process (an unknown key is not
+        kept). Any change of a user through a session of this process empties what is
+        kept (`_forget_senders`); another process's change is seen once it expires."""
+        digest = sha256_hex(webhook_key)
+        now = time.monotonic()
+        kept = _SENDERS.get(engine)
+        hit = kept.get(digest) if kept is not None else None
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        generation = _SENDERS_GENERATION[0]
+        with engine.connect() as connection:
+            sender = _read_sender(connection, digest)
+        if sender is not None and seconds > 0:
+            with _SENDERS_LOCK:
+                if generation == _SENDERS_GENERATION[0]:  # no change of a user meanwhile
+                    kept = _SENDERS.setdefault(engine, {})
+                    if len(kept) >= 10_000:
+                        kept.clear()
+                    kept[digest] = (now + seconds, sender)
+        return sender
 
     def new_webhook_key(self, session: Session, principal: Principal) -> str:
         """Give the caller a new webhook key (shown once; the old one stops working)."""
