@@ -160,27 +160,56 @@ class Batcher:
         from tradebase.signals.service import signal as service
 
         with unit_of_work(factory=self.factory) as session:
+            mine: list[Incoming] = []
             for item in group:
                 row = prepared(item)
-                flight, mine = self.copies.join(row.keys)
-                if not mine:  # the INSERT would break a unique key: a copy
+                flight, first = self.copies.join(row.keys)
+                if not first:  # the INSERT would break a unique key: a copy
                     item.stored, item.copy_of = None, flight
                     continue
                 item.flight = flight
+                mine.append(item)
+            if self._store_at_once(session, mine):
+                mine = []
+            for item in mine:
+                taken = item.flight
+                assert taken is not None and item.row is not None
                 try:
                     # SQLite undoes only the failed statement of a unique key's violation,
                     # so the group's transaction goes on without the copy; PostgreSQL
                     # needs a savepoint for that (a failed statement spoils the rest).
                     with self._savepoint(session):
-                        item.stored = service.store(session, row)
+                        item.stored = service.store(session, item.row)
                 except IntegrityError:  # a copy of a signal another process stored
                     item.stored, item.flight = None, None
-                    self.copies.forget(flight)
+                    self.copies.forget(taken)
                 else:
                     item.refused = item.stored.status != SignalStatus.received
         for item in group:  # committed
             if item.flight is not None and item.stored is not None:
                 item.flight.signal_id = item.stored.id
+
+    def _store_at_once(self, session: Session, items: list[Incoming]) -> bool:
+        """SQLite: the group's signals by one executemany (signals/fast.py: store_all),
+        when none is refused as it is stored; False when a unique key broke (a copy
+        another process stored: nothing was written) or it does not apply."""
+        from tradebase.signals.fast import store_all
+
+        rows = [item.row for item in items if item.row is not None]
+        if (
+            not self.sqlite
+            or len(rows) < 2
+            or len(rows) != len(items)
+            or not items[0].settings.signal_fast_lane
+            or any(row.refusal is not None for row in rows)
+        ):
+            return False
+        stored = store_all(session, rows)
+        if stored is None:
+            return False
+        for item, signal in zip(items, stored, strict=True):
+            item.stored = signal
+        return True
 
     def _savepoint(self, session: Session) -> Any:
         """Nothing on SQLite (see _store and _execute), a savepoint elsewhere."""

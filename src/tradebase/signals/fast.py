@@ -34,7 +34,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -52,6 +53,7 @@ from tradebase.audit.service import (
 )
 from tradebase.calendars.service import is_open
 from tradebase.config import Settings
+from tradebase.core.models import attach
 from tradebase.core.money import check_fits, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
@@ -59,7 +61,7 @@ from tradebase.events.bus import EMITTED
 from tradebase.events.service import _INSERT as _INSERT_EVENT_ROW
 from tradebase.events.service import EventType, plain
 from tradebase.orders.models import Order, OrderEventType, OrderStatus, OrderType, Trade
-from tradebase.orders.service import _INSERT_EVENT, _INSERT_ORDER, _INSERT_TRADE, check_storable
+from tradebase.orders.service import _INSERT_EVENT, check_storable
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import (
     CashMovementKind,
@@ -148,6 +150,7 @@ class FastLane:
         # Written by `flush`: rows by statement, the cash and position rows' last values,
         # the signals' outcomes, and the objects to tell.
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
+        self.ids: dict[str, int] = {}  # the last id given, by table
         self.cash: dict[int, tuple[str, str]] = {}
         self.position_rows: dict[int, dict[str, Any]] = {}
         self.outcomes: list[tuple[Any, ...]] = []
@@ -172,6 +175,7 @@ class FastLane:
         self.accounts.clear()
         self.portfolios.clear()
         self.positions.clear()
+        self.ids.clear()
         self.head = None
 
     def flush(self) -> None:
@@ -345,7 +349,6 @@ class FastLane:
         at = _time(now)
         user, account, portfolio, fill = plan.user, plan.account, plan.portfolio, plan.fill
         portfolio_id, symbol, exchange, product = plan.key
-        run = self._run
         cid = client_order_id(stored.id, account.id, 0)
         tag = (fields.comment or "")[:100] or None
         quantity, price, fee = _dec(fill.quantity), _dec(fill.price), _dec(fill.fee)
@@ -361,12 +364,15 @@ class FastLane:
             "fee_currency": portfolio.base_currency, "placed_at": at, "filled_at": at,
             "created_at": at, "updated_at": at,
         }  # fmt: skip
-        order_id = run(_INSERT_ORDER, order).fetchone()[0]
+        order_id = self._id("orders")
+        self._later(_ORDER_ROW, {"id": order_id, **order})
         position_id, realized, released = self._move_position(plan, stored.id, now, at)
-        trade_id = run(
-            _INSERT_TRADE,
+        trade_id = self._id("trades")
+        self._later(
+            _TRADE_ROW,
             {
-                "created_at": at, "updated_at": at, "metadata": self.json["metadata"]({}),
+                "id": trade_id, "created_at": at, "updated_at": at,
+                "metadata": self.json["metadata"]({}),
                 "user_id": portfolio.user_id, "portfolio_id": portfolio_id, "order_id": order_id,
                 "position_id": position_id, "symbol": symbol, "exchange": exchange,
                 "side": fill.side, "quantity": quantity, "price": price,
@@ -377,7 +383,7 @@ class FastLane:
                 else None,
                 "executed_at": at,
             },
-        ).fetchone()[0]  # fmt: skip
+        )  # fmt: skip
         plan.cash = portfolio.cash_balance_usd + fill.cash_change
         self.cash[portfolio_id] = (_dec(plan.cash), at)  # type: ignore[assignment]
         self._later(
@@ -535,6 +541,17 @@ class FastLane:
         realized = outcome.closed.realized if outcome.closed else None
         return position_id, realized, released
 
+    def _id(self, table: str) -> int:
+        """The id SQLite would give the table's next row (the largest plus one: these
+        tables have no AUTOINCREMENT), so that the row can wait for `flush`; the unit of
+        work holds the write lock, and the general way's rows make the lane read again."""
+        last = self.ids.get(table)
+        if last is None:
+            self.cursor.execute(f"SELECT max(id) FROM {table}")  # noqa: S608 - a name of ours
+            last = (self.cursor.fetchone() or (None,))[0] or 0
+        self.ids[table] = last + 1
+        return last + 1
+
     def _update_position(self, position_id: int, values: dict[str, Any]) -> None:
         """Each UPDATE sets whole values: the row's last one is what the group leaves."""
         self.position_rows.setdefault(position_id, {}).update(values)
@@ -594,6 +611,11 @@ class FastLane:
 
 
 _STATEMENTS: dict[tuple[int, tuple[str, ...]], _Statement] = {}
+# The rows of orders and trades with their ids given (written by executemany, which takes
+# no RETURNING): the columns and constant defaults of the services' statements.
+_ORDER_ROW = Prepared(insert(cast(Table, Order.__table__)))
+_SIGNAL_ROW = Prepared(insert(cast(Table, Signal.__table__)))
+_TRADE_ROW = Prepared(insert(cast(Table, Trade.__table__)))
 _SET_CASH_SQL = "UPDATE portfolios SET cash_balance_usd = ?, updated_at = ? WHERE id = ?"
 _FINISH_SQL = (
     "UPDATE signals SET strategy_id = NULL, account_id = ?, position_status = ?,"
@@ -624,6 +646,29 @@ class _Plan:
     fill: pnl.Fill
     cash: Decimal = ZERO
     moved: _Lot | None = None
+
+
+def store_all(session: Session, rows: list[SignalRow]) -> list[Signal] | None:
+    """Insert the received signals *rows* at once (`SignalService.store` for each, by
+    one executemany with their ids given, as SQLite would give them: the unit of work holds
+    the write lock). None when a unique key broke: nothing is written then."""
+    connection = connection_of(session)
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    names = tuple(rows[0].values)
+    if any(tuple(row.values) != names for row in rows):
+        return None
+    cursor.execute("SAVEPOINT tb_store_all")
+    try:
+        cursor.execute("SELECT max(id) FROM signals")
+        first = ((cursor.fetchone() or (None,))[0] or 0) + 1
+        values = [{**row.values, "id": first + n} for n, row in enumerate(rows)]
+        _SIGNAL_ROW.run_many(connection, values)
+    except IntegrityError:  # a copy another process stored: each goes its own way
+        cursor.execute("ROLLBACK TO SAVEPOINT tb_store_all")
+        cursor.execute("RELEASE SAVEPOINT tb_store_all")
+        return None
+    cursor.execute("RELEASE SAVEPOINT tb_store_all")
+    return [attach(session, Signal, value) for value in values]
 
 
 def _usual(fields: payload.SignalFields) -> bool:
