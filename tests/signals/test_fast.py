@@ -231,3 +231,48 @@ def test_positions_and_cash_worked_by_hand(tmp_path: Path) -> None:
     assert Decimal(trades[2][4]) == Decimal("102.198875") - Decimal("100.6503") - Decimal(
         "0.102198875"
     ) - Decimal("0.1006503")
+
+
+def test_a_copy_another_process_stored_leaves_the_group_to_store_one_by_one(
+    tmp_path: Path,
+) -> None:
+    from tradebase.signals.service import prepared
+    from tradebase.signals.service import signal as signal_service
+
+    settings, factory, user_id = _install(tmp_path, lane=True)
+    writer = batch.Batcher.__new__(batch.Batcher)
+    writer.factory, writer.limit, writer.sqlite = factory, 64, True
+    writer.copies = batch.copies_for(factory.kw["bind"])
+    at = utc_now()
+    items = [
+        batch.Incoming(
+            user_id, json.dumps(body).encode(), "application/json", "127.0.0.1", "webhook",
+            None, settings.signal_dedup_window_seconds, at, settings,
+        )
+        for body in (
+            {"symbol": "CPY", "action": "buy", "quantity": "1", "price": "5", "order_id": "c1"},
+            {"symbol": "CPY", "action": "buy", "quantity": "2", "price": "5", "order_id": "c2"},
+            {"symbol": "CPY", "action": "buy", "quantity": "3", "price": "5", "order_id": "c3"},
+        )
+    ]  # fmt: skip
+    # c2 is in the inbox already, stored by "another process" (this one's registry does
+    # not know it): the group's executemany breaks its unique key and rolls back.
+    with unit_of_work(factory=factory) as session:
+        other = signal_service.store(session, prepared(items[1]))
+    writer._store(items)
+    writer._execute(items)
+    assert items[1].stored is None and items[1].copy_of is None  # told by its INSERT
+    assert [i.done.status if i.done else None for i in (items[0], items[2])] == [
+        "processed",
+        "processed",
+    ]
+    with unit_of_work(factory=factory, write=False) as session:
+        rows = session.execute(
+            text("SELECT sender_order_id, status FROM signals ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("c2", "received"),
+        ("c1", "processed"),
+        ("c3", "processed"),
+    ]
+    assert other.id == 1

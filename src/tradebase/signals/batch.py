@@ -159,40 +159,41 @@ class Batcher:
         from tradebase.signals.service import prepared
         from tradebase.signals.service import signal as service
 
-        with unit_of_work(factory=self.factory) as session:
-            mine: list[Incoming] = []
-            for item in group:
-                row = prepared(item)
-                flight, first = self.copies.join(row.keys)
-                if not first:  # the INSERT would break a unique key: a copy
-                    item.stored, item.copy_of = None, flight
-                    continue
-                item.flight = flight
-                mine.append(item)
-            if self._store_at_once(session, mine):
-                mine = []
-            for item in mine:
-                taken = item.flight
-                assert taken is not None and item.row is not None
-                try:
-                    # SQLite undoes only the failed statement of a unique key's violation,
-                    # so the group's transaction goes on without the copy; PostgreSQL
-                    # needs a savepoint for that (a failed statement spoils the rest).
-                    with self._savepoint(session):
-                        item.stored = service.store(session, item.row)
-                except IntegrityError:  # a copy of a signal another process stored
-                    item.stored, item.flight = None, None
-                    self.copies.forget(taken)
-                else:
-                    item.refused = item.stored.status != SignalStatus.received
+        mine: list[Incoming] = []
+        for item in group:
+            row = prepared(item)
+            flight, first = self.copies.join(row.keys)
+            if not first:  # the INSERT would break a unique key: a copy
+                item.stored, item.copy_of = None, flight
+                continue
+            item.flight = flight
+            mine.append(item)
+        if mine and not self._store_at_once(mine):
+            with unit_of_work(factory=self.factory) as session:
+                for item in mine:
+                    taken = item.flight
+                    assert taken is not None and item.row is not None
+                    try:
+                        # SQLite undoes only the failed statement of a unique key's
+                        # violation, so the group's transaction goes on without the copy;
+                        # PostgreSQL needs a savepoint for that (a failed statement spoils
+                        # the rest).
+                        with self._savepoint(session):
+                            item.stored = service.store(session, item.row)
+                    except IntegrityError:  # a copy of a signal another process stored
+                        item.stored, item.flight = None, None
+                        self.copies.forget(taken)
+                    else:
+                        item.refused = item.stored.status != SignalStatus.received
         for item in group:  # committed
             if item.flight is not None and item.stored is not None:
                 item.flight.signal_id = item.stored.id
 
-    def _store_at_once(self, session: Session, items: list[Incoming]) -> bool:
-        """SQLite: the group's signals by one executemany (signals/fast.py: store_all),
-        when none is refused as it is stored; False when a unique key broke (a copy
-        another process stored: nothing was written) or it does not apply."""
+    def _store_at_once(self, items: list[Incoming]) -> bool:
+        """SQLite: the group's signals stored by one executemany (signals/fast.py:
+        store_all) in a transaction of their own, when none is refused as it is stored;
+        False when that does not apply or a unique key broke (a copy another process
+        stored: the transaction rolled back, and each is stored on its own)."""
         from tradebase.signals.fast import store_all
 
         rows = [item.row for item in items if item.row is not None]
@@ -202,10 +203,13 @@ class Batcher:
             or len(rows) != len(items)
             or not items[0].settings.signal_fast_lane
             or any(row.refusal is not None for row in rows)
+            or any(row.values.keys() != rows[0].values.keys() for row in rows)
         ):
             return False
-        stored = store_all(session, rows)
-        if stored is None:
+        try:
+            with unit_of_work(factory=self.factory) as session:
+                stored = store_all(session, rows)
+        except IntegrityError:
             return False
         for item, signal in zip(items, stored, strict=True):
             item.stored = signal

@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -648,26 +647,17 @@ class _Plan:
     moved: _Lot | None = None
 
 
-def store_all(session: Session, rows: list[SignalRow]) -> list[Signal] | None:
-    """Insert the received signals *rows* at once (`SignalService.store` for each, by
-    one executemany with their ids given, as SQLite would give them: the unit of work holds
-    the write lock). None when a unique key broke: nothing is written then."""
+def store_all(session: Session, rows: list[SignalRow]) -> list[Signal]:
+    """Insert the received signals *rows*, all with the same columns, at once
+    (`SignalService.store` for each, by one executemany with their ids given, as SQLite
+    would give them: the unit of work holds the write lock). IntegrityError when a unique
+    key broke (the caller rolls the transaction back)."""
     connection = connection_of(session)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    names = tuple(rows[0].values)
-    if any(tuple(row.values) != names for row in rows):
-        return None
-    cursor.execute("SAVEPOINT tb_store_all")
-    try:
-        cursor.execute("SELECT max(id) FROM signals")
-        first = ((cursor.fetchone() or (None,))[0] or 0) + 1
-        values = [{**row.values, "id": first + n} for n, row in enumerate(rows)]
-        _SIGNAL_ROW.run_many(connection, values)
-    except IntegrityError:  # a copy another process stored: each goes its own way
-        cursor.execute("ROLLBACK TO SAVEPOINT tb_store_all")
-        cursor.execute("RELEASE SAVEPOINT tb_store_all")
-        return None
-    cursor.execute("RELEASE SAVEPOINT tb_store_all")
+    cursor.execute("SELECT max(id) FROM signals")
+    first = ((cursor.fetchone() or (None,))[0] or 0) + 1
+    values = [{**row.values, "id": first + n} for n, row in enumerate(rows)]
+    _SIGNAL_ROW.run_many(connection, values)
     return [attach(session, Signal, value) for value in values]
 
 
