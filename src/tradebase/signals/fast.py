@@ -40,7 +40,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from tradebase.accounts.models import User
 from tradebase.audit.service import (
-    _CLAIM_HEAD,
     _INSERT_ROW,
     GENESIS_HASH,
     HASHED_FIELDS,
@@ -80,9 +79,7 @@ from tradebase.portfolios.service import (
 from tradebase.signals import payload
 from tradebase.signals.models import Signal, SignalStatus, TradeAction
 from tradebase.signals.service import (
-    _DEFAULT_ACCOUNT,
     _KEPT,
-    _PORTFOLIO,
     DEFAULT_EXCHANGE,
     Limits,
     SignalRow,
@@ -140,9 +137,7 @@ class FastLane:
         self.dialect = connection.dialect
         self.driver: sqlite3.Connection = connection.connection.dbapi_connection  # type: ignore[assignment]
         self.cursor = self.driver.cursor()
-        self.users: dict[int, tuple[Any, Limits]] = {}
-        self.accounts: dict[int, TradingAccount] = {}
-        self.portfolios: dict[int, Portfolio] = {}
+        self.venues: dict[int, tuple[_User, Limits, TradingAccount, Portfolio]] = {}
         self.positions: dict[tuple[int, str, str, str], _Lot | None] = {}
         self.markets: dict[str, bool] = {}
         self.head: list[Any] | None = None  # [old last_id, last id, last hash, entries added]
@@ -170,9 +165,7 @@ class FastLane:
 
     def forget(self) -> None:
         """Drop what the lane read: a general signal may have moved any of it."""
-        self.users.clear()
-        self.accounts.clear()
-        self.portfolios.clear()
+        self.venues.clear()
         self.positions.clear()
         self.ids.clear()
         self.head = None
@@ -216,29 +209,18 @@ class FastLane:
             self._run(_UPDATE_POSITION, {"pos_id": position_id, **values})
         self.position_rows.clear()
 
-    def _user(self, user_id: int) -> tuple[Any, Limits]:
-        found = self.users.get(user_id)
+    def _venue(self, user_id: int) -> tuple[_User, Limits, TradingAccount, Portfolio]:
+        """The user, their limits, default account and its first portfolio: one read."""
+        found = self.venues.get(user_id)
         if found is None:
-            user = _USER.rows(self.session, {"uid": user_id})[0]
-            found = self.users[user_id] = (user, limits_of(user, self.settings))
-        return found
-
-    def _account(self, user_id: int) -> TradingAccount:
-        found = self.accounts.get(user_id)
-        if found is None:
-            rows = _DEFAULT_ACCOUNT.rows(self.session, {"uid": user_id})
-            if not rows:
-                raise _Declined
-            found = self.accounts[user_id] = TradingAccount(**rows[0]._asdict())
-        return found
-
-    def _portfolio(self, account_id: int) -> Portfolio:
-        found = self.portfolios.get(account_id)
-        if found is None:
-            rows = _PORTFOLIO[(False, False)].rows(self.session, {"aid": account_id})
-            if not rows:
-                raise _Declined
-            found = self.portfolios[account_id] = Portfolio(**rows[0]._asdict())
+            row = _VENUE.rows(self.session, {"uid": user_id})[0]._asdict()
+            if row["a__id"] is None or row["p__id"] is None:
+                raise _Declined  # no account or portfolio: the general way says so
+            user = _User(row["id"], row["username"], row["role"], row["is_active"], row["settings"])
+            account = TradingAccount(**{k[3:]: v for k, v in row.items() if k[:3] == "a__"})
+            portfolio = Portfolio(**{k[3:]: v for k, v in row.items() if k[:3] == "p__"})
+            limits = limits_of(user, self.settings)  # type: ignore[arg-type]
+            found = self.venues[user_id] = (user, limits, account, portfolio)
         return found
 
     def _open(self, exchange: str) -> bool:
@@ -267,10 +249,24 @@ class FastLane:
 
     def _head(self) -> list[Any]:
         if self.head is None:
-            row = _CLAIM_HEAD.rows(self.session, {"now": utc_now()})[0]
-            last = max(row.top_id or 0, row.last_id or 0)
-            self.head = [row.last_id, last, row.last_hash or GENESIS_HASH, 0]
+            self._tops()
+        assert self.head is not None
         return self.head
+
+    def _tops(self) -> None:
+        """The chain head and the largest ids of orders and trades, in one read (the
+        general way claims the head with an UPDATE to take the write lock first; the
+        lane's unit of work holds it from its BEGIN)."""
+        self.cursor.execute(
+            "SELECT h.last_id, h.last_hash, (SELECT max(id) FROM audit_log),"
+            " (SELECT max(id) FROM orders), (SELECT max(id) FROM trades)"
+            " FROM audit_chain_head h WHERE h.id = ?",
+            (HEAD_ID,),
+        )
+        last_id, last_hash, top, orders, trades = self.cursor.fetchone()
+        self.head = [last_id, max(top or 0, last_id or 0), last_hash or GENESIS_HASH, 0]
+        self.ids.setdefault("orders", orders or 0)
+        self.ids.setdefault("trades", trades or 0)
 
     # --- one signal -----------------------------------------------------------------
 
@@ -292,14 +288,10 @@ class FastLane:
         return stored
 
     def _plan(self, stored: Signal, fields: payload.SignalFields) -> _Plan:
-        user, limits = self._user(stored.user_id)
+        user, limits, account, portfolio = self._venue(stored.user_id)
         if limits.paused or not user.is_active or user.role == "viewer":
             raise _Declined
-        account = self._account(user.id)
-        if account.broker != "paper":
-            raise _Declined
-        portfolio = self._portfolio(account.id)
-        if portfolio.position_mode != PositionMode.netting:
+        if account.broker != "paper" or portfolio.position_mode != PositionMode.netting:
             raise _Declined
         exchange = fields.exchange or DEFAULT_EXCHANGE
         product = fields.product or Product.NRML
@@ -544,12 +536,10 @@ class FastLane:
         """The id SQLite would give the table's next row (the largest plus one: these
         tables have no AUTOINCREMENT), so that the row can wait for `flush`; the unit of
         work holds the write lock, and the general way's rows make the lane read again."""
-        last = self.ids.get(table)
-        if last is None:
-            self.cursor.execute(f"SELECT max(id) FROM {table}")  # noqa: S608 - a name of ours
-            last = (self.cursor.fetchone() or (None,))[0] or 0
-        self.ids[table] = last + 1
-        return last + 1
+        if table not in self.ids:
+            self._tops()
+        self.ids[table] += 1
+        return self.ids[table]
 
     def _update_position(self, position_id: int, values: dict[str, Any]) -> None:
         """Each UPDATE sets whole values: the row's last one is what the group leaves."""
@@ -622,11 +612,49 @@ _FINISH_SQL = (
     " updated_at = ? WHERE id = ? AND status = 'received'"
 )
 _users = cast(Table, User.__table__)
-_USER = Prepared(
-    select(
-        _users.c.id, _users.c.username, _users.c.role, _users.c.is_active, _users.c.settings
-    ).where(_users.c.id == bindparam("uid"))
+_accounts = cast(Table, TradingAccount.__table__)
+_portfolios = cast(Table, Portfolio.__table__)
+# `_DEFAULT_ACCOUNT` and `_PORTFOLIO` (signals/service.py) joined to the user's row.
+_first_account = (
+    select(_accounts.c.id)
+    .where(_accounts.c.user_id == _users.c.id, _accounts.c.is_active.is_(True))
+    .order_by(_accounts.c.is_primary.desc(), _accounts.c.priority, _accounts.c.id)
+    .limit(1)
+    .correlate(_users)
+    .scalar_subquery()
 )
+_first_portfolio = (
+    select(_portfolios.c.id)
+    .where(_portfolios.c.account_id == _accounts.c.id, _portfolios.c.is_active.is_(True))
+    .order_by(_portfolios.c.id)
+    .limit(1)
+    .correlate(_accounts)
+    .scalar_subquery()
+)
+_VENUE = Prepared(
+    select(
+        _users.c.id, _users.c.username, _users.c.role, _users.c.is_active, _users.c.settings,
+        *(c.label(f"a__{c.key}") for c in _accounts.c),
+        *(c.label(f"p__{c.key}") for c in _portfolios.c),
+    )
+    .select_from(
+        _users.outerjoin(_accounts, _accounts.c.id == _first_account).outerjoin(
+            _portfolios, _portfolios.c.id == _first_portfolio
+        )
+    )
+    .where(_users.c.id == bindparam("uid"))
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _User:
+    """The columns of a user the lane needs (`limits_of` reads ``settings``)."""
+
+    id: int
+    username: str
+    role: str
+    is_active: bool
+    settings: dict[str, Any] | None
 
 
 class SignalTaken(Exception):
