@@ -18,11 +18,15 @@ every row).
 
 It decides before it writes: a signal it does not take (any other form, a check that
 fails, a refusal) leaves no trace and goes the general way (`SignalService.execute`),
-which also records every refusal. Its writes run in a savepoint of their own; an error
-rolls them back, forgets what the lane holds, and leaves the signal to the general way.
-When a general signal runs in the middle of a group, the lane writes the chain head
-first and forgets its state afterwards (`settle`, `forget`), and the session forgets the
-portfolios and positions it read (they may have moved under it).
+which also records every refusal. What needs no id back, and the orders and trades with
+the ids SQLite would give them, wait for the end of the group (`flush`: one executemany a
+statement; each position's and portfolio's last values; the chain head once): every
+SQLite call costs the writer thread a wait for the GIL that the event loop holds. An error
+propagates and rolls the group's transaction back, and signals/batch.py executes the
+group again one signal at a time through the services. When a general signal runs in the
+middle of a group, the lane flushes first and forgets what it read afterwards (`forget`),
+and the session forgets the portfolios and positions it read (they may have moved).
+The market's hours are read once per group and exchange.
 """
 
 from __future__ import annotations
