@@ -70,6 +70,13 @@ def _groups() -> list[list[dict[str, Any] | bytes]]:
             sig(22, symbol="EEE", action="buy", quantity="2", price="12"),
             sig(23, symbol="EEE", action="sell", quantity="1", price="13"),
         ],
+        [  # sums with trailing zeros (1.25 + 1.75 = 3.00): the next target sees 3, as read
+            sig(24, symbol="FFF", action="buy", quantity="1.25", price="10"),
+            sig(25, symbol="FFF", action="buy", quantity="1.75", price="10"),
+            sig(26, symbol="FFF", position_size="5", price="10.5"),
+            sig(27, symbol="FFF", position_size="-1.00", price="11"),
+            sig(28, symbol="FFF", trade_action="close", price="10.75"),
+        ],
         [  # refusals and forms the lane leaves alone, then the lane again
             sig(14, symbol="CCC", action="buy", quantity="1"),  # no price, no bars
             sig(15, symbol="CCC", action="buy", quantity="100000", price="100"),  # cash
@@ -182,16 +189,16 @@ def test_the_lane_writes_what_the_services_write(tmp_path: Path, monkeypatch: An
     monkeypatch.setattr(fast_module.FastLane, "execute", counted)
     start = utc_now()
     fast, fast_factory, _ = _run(tmp_path / "fast", lane=True, start=start)
-    assert len(taken) == 17  # the lane booked these; the rest went through the services
+    assert len(taken) == 22  # the lane booked these; the rest went through the services
     slow, _, _ = _run(tmp_path / "slow", lane=False, start=start)
-    assert len(taken) == 17
+    assert len(taken) == 22
     try:
         mine, theirs = _rows(fast), _rows(slow)
         assert mine.keys() == theirs.keys()
         for table in mine:
             assert mine[table] == theirs[table], table
         refused = {r["sender_order_id"]: r["error"] for r in mine["signals"] if r["error"]}
-        assert len(mine["signals"]) == 24 and len(refused) == 3, refused
+        assert len(mine["signals"]) == 29 and len(refused) == 3, refused
         assert "no price for CCC" in refused["f14"] and "not enough cash" in refused["f15"]
         assert "not valid JSON" in refused[None] or "JSON" in refused[None]
         with unit_of_work(factory=fast_factory, write=False) as session:

@@ -484,3 +484,23 @@ def test_the_sender_is_kept_a_moment_and_changes_through_the_server_apply_at_onc
         time.sleep(live.settings.signal_sender_cache_seconds + 0.2)
         gone = http.post(f"/webhook/{new_key}", json=body)
         assert gone.status_code == 401, gone.text
+
+
+def test_a_sender_read_between_a_change_and_its_commit_is_not_kept(live: LiveServer) -> None:
+    """A user deactivated in a unit of work: a webhook read after the flush but before the
+    commit sees the committed (old) row; once committed, the key is refused at once."""
+    from tradebase.accounts.models import User
+    from tradebase.core.db import unit_of_work
+    from tradebase.signals.service import signal as signal_service
+
+    trader = make_trader(live)
+    engine = live.engines.engine(Database.main)
+    assert signal_service.cached_sender(engine, trader.webhook_key, 60) is not None
+    with unit_of_work(factory=live.engines.session_factory(Database.main)) as session:
+        user = session.get(User, trader.user_id)
+        assert user is not None
+        user.is_active = False
+        session.flush()
+        # Another request in the meantime (its own connection): the last commit's row.
+        assert signal_service.cached_sender(engine, trader.webhook_key, 60) is not None
+    assert signal_service.cached_sender(engine, trader.webhook_key, 60) is None

@@ -235,11 +235,12 @@ class Batcher:
             for item in pending:
                 stored = item.stored
                 assert stored is not None
-                if lane is not None and item.row is not None:
-                    item.done = lane.execute(stored, item.row)
-                    if item.done is not None:
-                        wrote = True
-                        continue
+                if lane is not None:
+                    if item.row is not None:
+                        item.done = lane.execute(stored, item.row)
+                        if item.done is not None:
+                            wrote = True
+                            continue
                     lane.flush()  # what the lane left for the end, before the general way
                     if wrote:
                         forget_session_state(session)

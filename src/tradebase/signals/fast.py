@@ -56,7 +56,7 @@ from tradebase.audit.service import (
 from tradebase.calendars.service import is_open
 from tradebase.config import Settings
 from tradebase.core.models import attach
-from tradebase.core.money import check_fits, quantize
+from tradebase.core.money import canonical, check_fits, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.events.bus import EMITTED
@@ -131,6 +131,17 @@ class _Lot:
     realized: Decimal
 
 
+def _held(position_id: int, lot: pnl.Lot, realized: Decimal) -> _Lot:
+    """*lot* as a read of its row would give it back (canonical: 1.25 + 1.75 is 3, not
+    3.00), so that the group's next signal computes what the services would."""
+    return _Lot(
+        position_id,
+        pnl.Lot(lot.direction, canonical(lot.quantity), canonical(lot.cost),
+                canonical(lot.open_fees)),
+        canonical(realized),
+    )  # fmt: skip
+
+
 class FastLane:
     """Books the usual signals of one group transaction (see the module's docstring)."""
 
@@ -144,7 +155,8 @@ class FastLane:
         self.venues: dict[int, tuple[_User, Limits, TradingAccount, Portfolio]] = {}
         self.positions: dict[tuple[int, str, str, str], _Lot | None] = {}
         self.markets: dict[str, bool] = {}
-        self.head: list[Any] | None = None  # [old last_id, last id, last hash, entries added]
+        # [last_id as read, last id given, last hash, entries added, last entry's time]
+        self.head: list[Any] | None = None
         # Written by `flush`: rows by statement, the cash and position rows' last values,
         # the signals' outcomes, and the objects to tell.
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
@@ -198,11 +210,11 @@ class FastLane:
             cursor.execute(
                 "UPDATE audit_chain_head SET last_id = ?, last_hash = ?, entries = entries + ?,"
                 " updated_at = ? WHERE id = ? AND last_id IS ?",
-                (head[1], head[2], head[3], _time(utc_now()), HEAD_ID, head[0]),
+                (head[1], head[2], head[3], head[4], HEAD_ID, head[0]),
             )
             if cursor.rowcount != 1:
                 raise AuditChainConflict("the audit chain head moved under the signal writer")
-            self.head = [head[1], head[1], head[2], 0]
+            self.head = [head[1], head[1], head[2], 0, head[4]]
         for stored, changes in self.done:
             for name, value in changes.items():
                 set_committed_value(stored, name, value)
@@ -268,7 +280,7 @@ class FastLane:
             (HEAD_ID,),
         )
         last_id, last_hash, top, orders, trades = self.cursor.fetchone()
-        self.head = [last_id, max(top or 0, last_id or 0), last_hash or GENESIS_HASH, 0]
+        self.head = [last_id, max(top or 0, last_id or 0), last_hash or GENESIS_HASH, 0, None]
         self.ids.setdefault("orders", orders or 0)
         self.ids.setdefault("trades", trades or 0)
 
@@ -287,7 +299,7 @@ class FastLane:
         except _Declined:
             return None
         self.done.append((stored, self._book(stored, fields, plan)))
-        plan.portfolio.cash_balance_usd = plan.cash
+        plan.portfolio.cash_balance_usd = canonical(plan.cash)  # as a read gives it back
         self.positions[plan.key] = plan.moved
         return stored
 
@@ -516,7 +528,7 @@ class FastLane:
                 values.update(pending)
                 self._update_position(held.id, {"updated_at": at, **values})
                 position_id = held.id
-                new = _Lot(held.id, after, new_realized)
+                new = _held(held.id, after, new_realized)
             else:
                 # A row the group closed still holds its open slot until written.
                 self._write_positions()
@@ -530,7 +542,7 @@ class FastLane:
                         **values,
                     },
                 ).fetchone()[0]  # fmt: skip
-                new = _Lot(position_id, after, ZERO)
+                new = _held(position_id, after, ZERO)
         plan.moved = new
         assert position_id is not None
         realized = outcome.closed.realized if outcome.closed else None
@@ -583,7 +595,8 @@ class FastLane:
             _INSERT_ROW,
             {**values, "timestamp": _time(now), "details": self.json["audit"](details)},
         )
-        self.head = [head[0], values["id"], values["row_hash"], head[3] + 1]
+        # As `_MOVE_HEAD` leaves it: its updated_at is the last entry's timestamp.
+        self.head = [head[0], values["id"], values["row_hash"], head[3] + 1, _time(now)]
 
     # --- statements -------------------------------------------------------------------
 

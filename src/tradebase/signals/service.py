@@ -179,13 +179,35 @@ _SENDERS_LOCK = threading.Lock()
 _SENDERS_GENERATION = [0]  # moved by every change of a user: a read begun before it is not kept
 
 
+_USERS_CHANGED = "tradebase.signals.users_changed"
+
+
 @event.listens_for(Session, "after_flush")
-def _forget_senders(session: Session, context: Any) -> None:
-    """A user changed (webhook key, settings, active, deleted): forget every sender."""
+def _note_user_changes(session: Session, context: Any) -> None:
+    """A user changed (webhook key, settings, active, deleted): forget every sender now,
+    and again once it is committed (`_forget_senders`)."""
     if any(isinstance(o, User) for o in (*session.dirty, *session.deleted)):
-        with _SENDERS_LOCK:
-            _SENDERS_GENERATION[0] += 1
-            _SENDERS.clear()
+        session.info[_USERS_CHANGED] = True
+        _forget_senders_now()
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_senders(session: Session) -> None:
+    """A read that began before the commit saw the old row (a reader sees the last
+    commit): moving the generation here keeps it from being kept."""
+    if session.info.pop(_USERS_CHANGED, False):
+        _forget_senders_now()
+
+
+@event.listens_for(Session, "after_rollback")
+def _no_user_changes(session: Session) -> None:
+    session.info.pop(_USERS_CHANGED, None)
+
+
+def _forget_senders_now() -> None:
+    with _SENDERS_LOCK:
+        _SENDERS_GENERATION[0] += 1
+        _SENDERS.clear()
 
 
 def limits_of(user: User | Sender, settings: Settings) -> Limits:
