@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from tradebase.accounts.models import User
+from tradebase.audit.models import AuditLog
 from tradebase.audit.service import (
     _INSERT_ROW,
     GENESIS_HASH,
@@ -60,9 +61,17 @@ from tradebase.core.money import canonical, check_fits, quantize
 from tradebase.core.prepared import Prepared, connection_of
 from tradebase.core.time import utc_now
 from tradebase.events.bus import EMITTED
+from tradebase.events.models import Event
 from tradebase.events.service import _INSERT as _INSERT_EVENT_ROW
 from tradebase.events.service import EventType, plain
-from tradebase.orders.models import Order, OrderEventType, OrderStatus, OrderType, Trade
+from tradebase.orders.models import (
+    Order,
+    OrderEvent,
+    OrderEventType,
+    OrderStatus,
+    OrderType,
+    Trade,
+)
 from tradebase.orders.service import _INSERT_EVENT, check_storable
 from tradebase.portfolios import pnl
 from tradebase.portfolios.models import (
@@ -171,9 +180,9 @@ class FastLane:
                 ("outcome", Signal.__table__, "outcome"),
                 ("algo_params", Order.__table__, "algo_params"),
                 ("metadata", Trade.__table__, "metadata"),
-                ("details", _event_table(), "details"),
-                ("payload", _events_table(), "payload"),
-                ("audit", _audit_table(), "details"),
+                ("details", OrderEvent.__table__, "details"),
+                ("payload", Event.__table__, "payload"),
+                ("audit", AuditLog.__table__, "details"),
             )
         }
 
@@ -349,7 +358,7 @@ class FastLane:
             raise _Declined from None
         if portfolio.cash_balance_usd + fill.cash_change < 0 and not portfolio.allow_margin:
             raise _Declined
-        return _Plan(user, account, portfolio, key, held, current, after, fill)
+        return _Plan(user, account, portfolio, key, held, after, fill)
 
     def _book(self, stored: Signal, fields: payload.SignalFields, plan: _Plan) -> dict[str, Any]:
         now = utc_now()
@@ -570,14 +579,14 @@ class FastLane:
 
     def _audit(
         self,
-        user: Any,
+        user: _User,
         ip: str | None,
         order_id: int,
         fields: payload.SignalFields,
         fill: pnl.Fill,
         now: datetime,
     ) -> None:
-        """`AuditService.record_by` of ``order.placed``; the head moves in `settle`."""
+        """`AuditService.record_by` of ``order.placed``; the head moves in `flush`."""
         head = self._head()
         details = _jsonable(
             {"symbol": fields.symbol, "side": fill.side, "quantity": str(fill.quantity),
@@ -680,12 +689,11 @@ class SignalTaken(Exception):
 
 @dataclass
 class _Plan:
-    user: Any  # the columns of _USER
+    user: _User
     account: TradingAccount
     portfolio: Portfolio
     key: tuple[int, str, str, str]
     held: _Lot | None
-    current: Decimal
     after: Decimal
     fill: pnl.Fill
     cash: Decimal = ZERO
@@ -734,21 +742,3 @@ def _processor(table: Any, column: str, dialect: Any) -> Callable[[Any], Any]:
     found = table.c[column].type._cached_bind_processor(dialect)
     assert found is not None
     return cast(Callable[[Any], Any], found)
-
-
-def _event_table() -> Table:
-    from tradebase.orders.models import OrderEvent
-
-    return OrderEvent.__table__  # type: ignore[return-value]
-
-
-def _events_table() -> Table:
-    from tradebase.events.models import Event
-
-    return Event.__table__  # type: ignore[return-value]
-
-
-def _audit_table() -> Table:
-    from tradebase.audit.models import AuditLog
-
-    return AuditLog.__table__  # type: ignore[return-value]

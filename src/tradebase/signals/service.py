@@ -176,7 +176,7 @@ _SENDERS: weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, Sender]]] = (
     weakref.WeakKeyDictionary()
 )
 _SENDERS_LOCK = threading.Lock()
-_SENDERS_GENERATION = [0]  # moved by every change of a user: a read begun before it is not kept
+_SENDERS_GENERATION = [0]  # moved by every committed change of a user (`_forget_senders`)
 
 
 _USERS_CHANGED = "tradebase.signals.users_changed"
@@ -184,30 +184,25 @@ _USERS_CHANGED = "tradebase.signals.users_changed"
 
 @event.listens_for(Session, "after_flush")
 def _note_user_changes(session: Session, context: Any) -> None:
-    """A user changed (webhook key, settings, active, deleted): forget every sender now,
-    and again once it is committed (`_forget_senders`)."""
+    """A user changed (webhook key, settings, active, deleted): every sender is forgotten
+    once it is committed (until then readers see the old row anyway)."""
     if any(isinstance(o, User) for o in (*session.dirty, *session.deleted)):
         session.info[_USERS_CHANGED] = True
-        _forget_senders_now()
 
 
 @event.listens_for(Session, "after_commit")
 def _forget_senders(session: Session) -> None:
-    """A read that began before the commit saw the old row (a reader sees the last
-    commit): moving the generation here keeps it from being kept."""
+    """Forget every sender after a user's change is committed: the generation moves, so
+    a read that began before the commit (and saw the old row) is not kept either."""
     if session.info.pop(_USERS_CHANGED, False):
-        _forget_senders_now()
+        with _SENDERS_LOCK:
+            _SENDERS_GENERATION[0] += 1
+            _SENDERS.clear()
 
 
 @event.listens_for(Session, "after_rollback")
 def _no_user_changes(session: Session) -> None:
     session.info.pop(_USERS_CHANGED, None)
-
-
-def _forget_senders_now() -> None:
-    with _SENDERS_LOCK:
-        _SENDERS_GENERATION[0] += 1
-        _SENDERS.clear()
 
 
 def limits_of(user: User | Sender, settings: Settings) -> Limits:
@@ -275,8 +270,9 @@ class SignalService:
 
     def cached_sender(self, engine: Engine, webhook_key: str, seconds: float) -> Sender | None:
         """`webhook_sender`, kept for *seconds* in this process (an unknown key is not
-        kept). Any change of a user through a session of this process empties what is
-        kept (`_forget_senders`); another process's change is seen once it expires."""
+        kept). Any change of a user committed through a session of this process empties
+        what is kept (`_forget_senders`); another process's change is seen once it
+        expires."""
         digest = sha256_hex(webhook_key)
         now = time.monotonic()
         kept = _SENDERS.get(engine)
