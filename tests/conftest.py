@@ -38,6 +38,9 @@ SERVER_URLS = {
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # The test process starts many apps; freezing its heap at each start would only cost time.
 os.environ.setdefault("TRADEBASE_GC_FREEZE", "false")
+# Each app a test starts would start a signal writer process (a second each): the tests
+# of the writer process run real servers (tests/signals/test_writer.py).
+os.environ.setdefault("TRADEBASE_SIGNAL_WRITER_PROCESS", "false")
 
 
 def _unreachable(backend: str, exc: Exception) -> None:

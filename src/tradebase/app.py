@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from tradebase.config import Settings, get_settings
 from tradebase.core.db import Database, Engines
 from tradebase.core.errors import TradebaseError
 from tradebase.core.http import BodySizeLimit
+from tradebase.signals import writer as signal_writer
 
 log = logging.getLogger("tradebase")
 
@@ -67,6 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_recover_signals, engines, settings)
+        main_engine = engines.engine(Database.main)
+        writer = None
+        if signal_writer.wanted(main_engine, settings):  # signals/writer.py
+            writer = await run_in_threadpool(signal_writer.start, main_engine, settings)
+            if writer is not None:
+                writer.attach(asyncio.get_running_loop())
         if settings.redis_url:  # every commit with events tells the other processes' hubs
             from tradebase.events.bus import bus, redis_channel
 
@@ -87,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.collect()
             gc.freeze()
         yield
+        if writer is not None:
+            await run_in_threadpool(signal_writer.stop, main_engine)
         if streams is not None:
             await run_in_threadpool(streams.close)
         if dispatcher is not None:

@@ -221,6 +221,16 @@ class Settings(BaseSettings):
             " and every refusal, goes through the services. False: every signal does."
         ),
     )
+    signal_writer_process: bool = Field(
+        default=True,
+        description=(
+            "A server on a SQLite file stores and executes its signals in a writer process"
+            " of its own (group commit and the fast lane as in process), so that the writer"
+            " does not wait for the event loop's interpreter lock at every SQLite call; the"
+            " server answers with the outcome the writer committed. False: a writer thread"
+            " in the server process does it."
+        ),
+    )
     signal_batch_max: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=64,
         description=(

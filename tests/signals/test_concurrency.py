@@ -88,6 +88,7 @@ def test_copies_reaching_one_process_follow_the_first_in_memory(
     """30 copies of one alert at once, then one more: the first is stored, the others are
     told from the keys this process holds (no INSERT that fails, no deadlock among them on
     MariaDB), and all answer with the first one's outcome."""
+    from tradebase.signals import fast
     from tradebase.signals.service import SignalRow, SignalService
 
     trader = make_trader(live)
@@ -99,7 +100,18 @@ def test_copies_reaching_one_process_follow_the_first_in_memory(
             stored.append(str(row.values["sender_order_id"]))
         return store(self, session, row)
 
+    store_all = fast.store_all
+
+    def counted_all(session: Any, rows: list[SignalRow]) -> Any:  # a group's at once
+        stored.extend(
+            str(row.values["sender_order_id"])
+            for row in rows
+            if row.values["user_id"] == trader.user_id
+        )
+        return store_all(session, rows)
+
     monkeypatch.setattr(SignalService, "store", counted)
+    monkeypatch.setattr(fast, "store_all", counted_all)
     body = {"ticker": "SOL", "action": "buy", "qty": "2", "price": "150", "order_id": "burst"}
     start = threading.Barrier(30)
 

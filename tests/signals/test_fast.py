@@ -141,11 +141,7 @@ def _run(
                     settings,
                 )
             )
-        writer._store(items)
-        writer._execute(items)
-        for item in items:
-            if item.flight is not None:
-                writer.copies.land(item.flight, item.done)
+        writer._group(items)  # stored and executed, one transaction or two, and landed
     return Engines(settings), factory, user_id
 
 
@@ -266,8 +262,7 @@ def test_a_copy_another_process_stored_leaves_the_group_to_store_one_by_one(
     # not know it): the group's executemany breaks its unique key and rolls back.
     with unit_of_work(factory=factory) as session:
         other = signal_service.store(session, prepared(items[1]))
-    writer._store(items)
-    writer._execute(items)
+    writer._group(items)  # one transaction tried, rolled back; then stored one by one
     assert items[1].stored is None and items[1].copy_of is None  # told by its INSERT
     assert [i.done.status if i.done else None for i in (items[0], items[2])] == [
         "processed",

@@ -76,10 +76,12 @@ def test_one_broken_signal_of_a_group_fails_alone(
 def test_a_group_rolled_back_as_a_whole_is_executed_one_by_one(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def rolled_back(self: batch.Batcher, group: list[batch.Incoming]) -> None:
+    def rolled_back(self: batch.Batcher, session: Any, pending: list[batch.Incoming]) -> None:
         raise RuntimeError("the group's transaction was rolled back")
 
-    monkeypatch.setattr(batch.Batcher, "_execute", rolled_back)
+    # Stored and executed in one transaction, rolled back; stored alone and executed in
+    # the next, rolled back; then one by one.
+    monkeypatch.setattr(batch.Batcher, "_execute_in", rolled_back)
     trader = make_trader(live)
     bodies = [
         {"ticker": "ONE", "side": "buy", "qty": "2", "price": "10", "order_id": f"o{n}"}
@@ -127,7 +129,7 @@ def test_a_copy_in_a_group_leaves_the_others_stored(live: LiveServer) -> None:
         )  # fmt: skip
 
     group = [incoming("c1"), incoming("c1"), incoming("c2"), incoming("c1"), incoming("c3")]
-    writer._store(group)
+    writer._store(writer._join(group))
     assert [i.stored is None for i in group] == [False, True, False, True, False]
     assert not any(i.alone for i in group)
     with live.engines.engine(Database.main).connect() as conn:

@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -90,6 +91,7 @@ from tradebase.signals.errors import (
     stored_refusal,
 )
 from tradebase.signals.models import Signal, SignalStatus, TradeAction
+from tradebase.signals.writer import WriterGone, writer_for
 from tradebase.strategies.models import Strategy, StrategyDeployment
 from tradebase.strategies.service import strategy as strategy_service
 
@@ -1371,6 +1373,11 @@ async def submit_async(
     other way goes to the thread pool."""
     incoming = _incoming(factory, settings, user_id, raw, content_type, source_ip, source,
                          redact, window)  # fmt: skip
+    process = writer_for(factory)
+    if process is not None:  # the server's writer process (signals/writer.py)
+        prepared(incoming)  # read here: the writer's time is every signal's
+        with suppress(WriterGone):  # gone: the writer thread does it (a copy of a signal
+            return await process.submit(incoming)  # it committed is told by its keys)
     writer = batch.batcher_for(factory, settings)
     if writer is not None:
         # Read in the request, not in the writer thread: every signal takes turns there.
