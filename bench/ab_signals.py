@@ -1,7 +1,8 @@
 """Webhook signals per second at another revision and at this checkout, in the same run:
 two real ``tradebase serve`` processes (one uvicorn worker each, its own SQLite database
 and trader, set up as bench/bench_signals.py sets them up), wrk rounds taking turns, and
-the CPU each server process spends per signal (user + system, from /proc/<pid>/stat
+the CPU each server spends per signal (user + system of the process and of its writer
+process, from /proc/<pid>/stat
 around the round); the two go first in turn.
 
     python bench/ab_signals.py REV [--rounds 4] [--duration 10] [--connections 8]
@@ -29,8 +30,16 @@ ROOT = BENCH.parent
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU of *pid* and of the processes it started and still runs (the
+    signal writer process, signals/writer.py)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in task.read_text().split()
+    ]
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 def main() -> None:

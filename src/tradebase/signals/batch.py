@@ -87,6 +87,7 @@ class Batcher:
         self.queue: queue.SimpleQueue[Incoming | None] = queue.SimpleQueue()
         self.largest_group = 0  # the most signals one group has held (for tests and ops)
         self.copies = copies_for(bind)
+        self.group_done: Callable[[], None] | None = None  # called after each group
         self.thread = threading.Thread(target=self._loop, name="signal-writer", daemon=True)
         self.thread.start()
 
@@ -142,6 +143,8 @@ class Batcher:
                 group.append(item)
             self.largest_group = max(self.largest_group, len(group))
             self._group(group)
+            if self.group_done is not None:
+                self.group_done()
 
     def _group(self, group: list[Incoming]) -> None:
         """Store and execute *group*, then answer its signals."""

@@ -83,6 +83,7 @@ class WriterProcess:
         self.connection.send_bytes(pickle.dumps(settings))
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._outgoing: list[tuple[Any, ...]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.alive = False
         self.pid = self.process.pid
@@ -108,19 +109,18 @@ class WriterProcess:
         WriterGone when the writer process is gone (before or while it waited)."""
         if not self.alive:
             raise WriterGone
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         token = next(self._tokens)
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiting[token] = future
         row = item.row if item.row is not None and item.row.refusal is None else None
-        message = (token, item.user_id, item.raw, item.content_type, item.source_ip,
-                   item.source, item.redact, item.window, item.at, row)  # fmt: skip
-        try:
-            self.connection.send(message)
-        except OSError:
-            self._waiting.pop(token, None)
-            self._gone()
-            raise WriterGone from None
+        if not self._outgoing:  # sent once this turn of the loop is over, with the others
+            loop.call_soon(self._send)
+        self._outgoing.append(
+            (token, item.user_id, item.raw, item.content_type, item.source_ip, item.source,
+             item.redact, item.window, item.at, row)
+        )  # fmt: skip
         try:
             kind, value = await future
         finally:
@@ -132,8 +132,20 @@ class WriterProcess:
             return Answer(_signal(columns), duplicate)
         raise value
 
+    def _send(self) -> None:
+        """The signals of this turn of the loop, in one message (a write costs more than
+        the pickling of a few signals together)."""
+        outgoing, self._outgoing = self._outgoing, []
+        if not self.alive:
+            return  # _gone answered them
+        try:
+            self.connection.send(outgoing)
+        except OSError:
+            self._gone()
+
     def _readable(self) -> None:
         connection = self.connection
+        waiting = self._waiting
         try:
             while connection.poll():
                 message = connection.recv()
@@ -142,10 +154,10 @@ class WriterProcess:
 
                     bus.committed()
                     continue
-                token, kind, value = message
-                future = self._waiting.get(token)
-                if future is not None and not future.done():
-                    future.set_result((kind, value))
+                for token, kind, value in message:
+                    future = waiting.get(token)
+                    if future is not None and not future.done():
+                        future.set_result((kind, value))
         except (EOFError, OSError):
             self._gone()
 
@@ -301,33 +313,42 @@ def _serve(connection: Connection, settings: Settings) -> None:
             answer = (
                 service._alone(factory, item) if item.alone else service._after_group(factory, item)
             )
-            send((token, "ok", (_columns(answer.signal), answer.duplicate)))
+            send([(token, "ok", (_columns(answer.signal), answer.duplicate))])
         except Exception as exc:
-            send((token, "error", _sendable(exc)))
+            send([(token, "error", _sendable(exc))])
+
+    answers: list[tuple[int, str, Any]] = []  # the group's, sent at once (`group_done`)
 
     def notified(token: int, item: Incoming) -> None:
         answer = None if item.error is not None or item.alone else service._grouped(item)
         if answer is None:
             answering.submit(finish, token, item)
         else:
-            send((token, "ok", (_columns(answer.signal), answer.duplicate)))
+            answers.append((token, "ok", (_columns(answer.signal), answer.duplicate)))
 
+    def group_done() -> None:
+        if answers:
+            send(list(answers))
+            answers.clear()
+
+    batcher.group_done = group_done
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()
     send(("ready", os.getpid()))
     while True:
         try:
-            message = connection.recv()
+            messages = connection.recv()
         except (EOFError, OSError):
             break
-        token, user_id, raw, content_type, ip, source, redact, window, at, row = message
-        item = Incoming(user_id, raw, content_type, ip, source, redact, window, at, settings)
-        item.row = row
-        item.notify = lambda token=token, item=item: notified(token, item)
-        if row is None:
-            service.prepared(item)
-        batcher.queue.put(item)
+        for message in messages:
+            token, user_id, raw, content_type, ip, source, redact, window, at, row = message
+            item = Incoming(user_id, raw, content_type, ip, source, redact, window, at, settings)
+            item.row = row
+            item.notify = lambda token=token, item=item: notified(token, item)
+            if row is None:
+                service.prepared(item)
+            batcher.queue.put(item)
     batcher.close()
     answering.shutdown(wait=True)
     engines.dispose()
