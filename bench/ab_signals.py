@@ -2,8 +2,7 @@
 two real ``tradebase serve`` processes (one uvicorn worker each, its own SQLite database
 and trader, set up as bench/bench_signals.py sets them up), wrk rounds taking turns, and
 the CPU each server spends per signal (user + system of the process and of its writer
-process, from /proc/<pid>/stat
-around the round); the two go first in turn.
+process, from /proc/<pid>/stat around the round); the two go first in turn.
 
     python bench/ab_signals.py REV [--rounds 4] [--duration 10] [--connections 8]
 
