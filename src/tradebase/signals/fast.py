@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
@@ -242,8 +242,8 @@ class FastLane:
             if row["a__id"] is None or row["p__id"] is None:
                 raise _Declined  # no account or portfolio: the general way says so
             user = _User(row["id"], row["username"], row["role"], row["is_active"], row["settings"])
-            account = TradingAccount(**{k[3:]: v for k, v in row.items() if k[:3] == "a__"})
-            portfolio = Portfolio(**{k[3:]: v for k, v in row.items() if k[:3] == "p__"})
+            account = _loaded(TradingAccount, {k[3:]: v for k, v in row.items() if k[:3] == "a__"})
+            portfolio = _loaded(Portfolio, {k[3:]: v for k, v in row.items() if k[:3] == "p__"})
             limits = limits_of(user, self.settings)  # type: ignore[arg-type]
             found = self.venues[user_id] = (user, limits, account, portfolio)
         return found
@@ -735,6 +735,18 @@ def forget_session_state(session: Session) -> None:
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Portfolio | Position | TradingAccount):
             session.expire(obj)
+
+
+_T = TypeVar("_T", TradingAccount, Portfolio)
+
+
+def _loaded(model: type[_T], values: dict[str, Any]) -> _T:
+    """An object of no session holding the row *values* read (every column), made as the
+    ORM's loader makes one: the constructor's attribute events were half of reading the
+    group's user, account and portfolio."""
+    obj = cast(_T, model.__mapper__.class_manager.new_instance())
+    obj.__dict__.update(values)
+    return obj
 
 
 def _processor(table: Any, column: str, dialect: Any) -> Callable[[Any], Any]:
