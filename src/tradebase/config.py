@@ -234,10 +234,11 @@ class Settings(BaseSettings):
     signal_batch_max: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=64,
         description=(
-            "SQLite and PostgreSQL: the most signals one writer thread of a server process"
-            " stores in one transaction and then executes in the next (group commit:"
-            " signals arriving together share two commits, each in a savepoint of its own);"
-            " 1 runs each signal in its own two transactions, as on MariaDB."
+            "SQLite and PostgreSQL: the most signals one writer of a server process stores"
+            " in one transaction and then executes in the next (group commit: signals"
+            " arriving together share two commits, each in a savepoint of its own; on SQLite"
+            " a group of fast-lane signals shares one); 1 runs each signal in its own two"
+            " transactions, as on MariaDB."
         ),
     )
     signal_max_order_value: Decimal | None = Field(

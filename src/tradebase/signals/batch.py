@@ -1,5 +1,7 @@
 """Group commit of signals: the signals that arrive together at one server process are
-stored in one transaction and then executed in the next, by one writer thread.
+stored in one transaction and then executed in the next, by one writer thread (in the
+server's writer process on SQLite, signals/writer.py). On SQLite, a group whose new
+signals all go the fast lane is stored and executed in one transaction (`_together`).
 
 SQLite has one writer at a time, so concurrent webhooks take turns on the write lock
 anyway (core/db.py); what each turn costs is mostly fixed: BEGIN, COMMIT (the WAL pages
@@ -11,7 +13,8 @@ before anything of it is executed, each signal is executed in a savepoint of its
 refusal or a crash of one rolls back only its legs and is recorded as its outcome), and a
 signal is answered only once its outcome is committed. A process that dies between
 the two transactions leaves the group's signals received, and recovery executes them
-(signals/service.py: recover).
+(signals/service.py: recover); stored and executed in one transaction, a group leaves
+nothing received and nothing answered if it dies before the commit.
 
 A group that cannot be stored (a deadlock with another process) leaves each request to
 store its own signal; a group whose execution is rolled back as a whole is executed again
