@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.freeze()
         yield
         if writer is not None:
+            writer.detach()
             await run_in_threadpool(signal_writer.stop, main_engine)
         if streams is not None:
             await run_in_threadpool(streams.close)

@@ -86,6 +86,7 @@ def _serve(env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen[bytes]
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            start_new_session=True,  # a process group of its own, as under a service manager
         )
 
 
@@ -231,7 +232,7 @@ def test_the_server_goes_on_when_its_writer_process_dies(served: Served) -> None
     and reconcile agrees."""
     writer = served.writer_pid
     acknowledged: list[str] = []
-    failed: list[int] = []
+    failed: list[int | str] = []
     lock = threading.Lock()
     stop = threading.Event()
     counter = iter(range(1_000_000))
@@ -241,7 +242,12 @@ def test_the_server_goes_on_when_its_writer_process_dies(served: Served) -> None
             while not stop.is_set():
                 with lock:
                     order_id = f"k{next(counter)}"
-                answer = served.send(http, order_id)
+                try:
+                    answer = served.send(http, order_id)
+                except httpx.HTTPError as exc:
+                    with lock:
+                        failed.append(repr(exc))
+                    continue
                 with lock:
                     if answer.status_code in (200, 202):
                         acknowledged.append(order_id)
@@ -287,11 +293,19 @@ def test_the_server_goes_on_when_its_writer_process_dies(served: Served) -> None
     assert f"{len(statuses)} fills: positions and cash agree" in reconcile.stdout
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
-def test_the_writer_process_stops_with_the_server(served: Served, how: signal.Signals) -> None:
+@pytest.mark.parametrize("how", ["term", "kill", "term-group"])
+def test_the_writer_process_stops_with_the_server(served: Served, how: str) -> None:
+    """SIGTERM to the server, SIGKILL, or SIGTERM to every process of the server (as a
+    service manager stops it): the writer exits with the server, and is not killed
+    before it (the server would log that it died and go on without it)."""
     writer = served.writer_pid
     with httpx.Client(base_url=served.url, timeout=30) as http:
         assert served.send(http, "s1").status_code == 200
-    served.process.send_signal(how)
+    if how == "term-group":
+        os.killpg(served.process.pid, signal.SIGTERM)
+    else:
+        served.process.send_signal(signal.SIGTERM if how == "term" else signal.SIGKILL)
     served.process.wait(timeout=30)
     assert _gone(writer, 30), "the writer process outlived the server"
+    if how != "kill":
+        assert "signal writer process" not in served.log(), served.log()

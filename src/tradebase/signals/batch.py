@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.config import Settings
 from tradebase.core.db import unit_of_work
+from tradebase.core.errors import TradebaseError
 from tradebase.signals.copies import Flight, copies_for
 from tradebase.signals.models import Signal, SignalStatus
 
@@ -153,9 +154,9 @@ class Batcher:
         """Store and execute *group*, then answer its signals."""
         try:
             mine = self._join(group)
-            if self._together(group, mine):
-                return
-            self._store(mine)
+            together = self._together(group, mine)
+            if not together:
+                self._store(mine)
         except Exception:  # nothing was stored: each request stores its own signal
             log.warning("storing a group of %d signal(s) failed", len(group), exc_info=True)
             for item in group:
@@ -163,6 +164,9 @@ class Batcher:
                     self.copies.forget(item.flight)
                 item.stored, item.copy_of, item.flight, item.alone = None, None, None, True
                 item.finish()
+            return
+        if together:  # stored, executed and committed
+            self._land(group)
             return
         try:
             try:
@@ -203,7 +207,7 @@ class Batcher:
     def _together(self, group: list[Incoming], mine: list[Incoming]) -> bool:
         """SQLite with the fast lane, when none of the group's new signals is refused as
         it is stored: store them (one executemany) and execute them in one transaction,
-        and answer the group; False when that does not apply, or the transaction rolled
+        committed; False when that does not apply, or the transaction rolled
         back (a copy another process stored, an error in the lane), and nothing was
         stored: the caller stores the group, then executes it.
 
@@ -225,10 +229,13 @@ class Batcher:
             return False
         try:
             with unit_of_work(factory=self.factory) as session:
-                for item, stored in zip(mine, store_all(session, rows), strict=True):
-                    item.stored = stored
-                pending = _pending(group)
-                self._execute_in(session, pending)
+                try:
+                    for item, stored in zip(mine, store_all(session, rows), strict=True):
+                        item.stored = stored
+                    pending = _pending(group)
+                    self._execute_in(session, pending)
+                except TradebaseError as exc:  # rolled back, whatever it says of its work
+                    raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         except Exception:
             log.info("a group of %d signal(s) is stored, then executed", len(mine), exc_info=True)
             for item in mine:
@@ -238,7 +245,6 @@ class Batcher:
             assert item.flight is not None and item.stored is not None
             item.flight.signal_id = item.stored.id
         _settled(pending)
-        self._land(group)
         return True
 
     def _store(self, mine: list[Incoming]) -> None:

@@ -100,9 +100,26 @@ class WriterProcess:
         return self.alive
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Take the writer's answers on *loop* (the server's event loop)."""
+        """Take the writer's answers on *loop* (the server's event loop; call it there)."""
+        from tradebase.events.bus import bus
+
+        bus._configured = True  # the server's lifespan set its Redis relay up, if any
         self._loop = loop
         loop.add_reader(self.connection.fileno(), self._readable)
+
+    def detach(self) -> None:
+        """Stop taking answers (on the loop, before `close`): the requests still waiting
+        go their own way (WriterGone)."""
+        if self._loop is not None and self.alive:
+            self._loop.remove_reader(self.connection.fileno())
+        self.alive = False
+        self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(WriterGone())
+        self._waiting.clear()
 
     async def submit(self, item: Incoming) -> Answer:
         """Send *item* (its row read, service.prepared) and wait for its answer.
@@ -142,6 +159,11 @@ class WriterProcess:
             self.connection.send(outgoing)
         except OSError:
             self._gone()
+        except Exception as exc:  # not sent (a value that does not pickle): say so
+            for message in outgoing:
+                future = self._waiting.get(message[0])
+                if future is not None and not future.done():
+                    future.set_exception(exc)
 
     def _readable(self) -> None:
         connection = self.connection
@@ -173,17 +195,17 @@ class WriterProcess:
         )
         if self._loop is not None:
             self._loop.remove_reader(self.connection.fileno())
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(WriterGone())
-        self._waiting.clear()
+        self._fail_waiting()
         threading.Thread(target=self._recover, name="signal-recover", daemon=True).start()
 
     def _recover(self) -> None:
-        """The signals the writer stored and did not execute, executed here."""
+        """Reap the writer process; the signals it stored and did not execute, executed
+        here."""
         from tradebase.core.db import Database, Engines
         from tradebase.signals.service import recover
 
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
         engines = Engines(self.settings)
         try:
             recover(engines.session_factory(Database.main), self.settings)
@@ -193,11 +215,9 @@ class WriterProcess:
             engines.dispose()
 
     def close(self) -> None:
-        """Stop the writer process: the socket closes, it finishes its group and exits."""
-        was = self.alive
+        """Stop the writer process (after `detach`, in a thread: this waits for it): the
+        socket closes, it finishes its group and exits."""
         self.alive = False
-        if self._loop is not None and was:
-            self._loop.remove_reader(self.connection.fileno())
         self.connection.close()
         try:
             self.process.wait(10)
@@ -207,11 +227,16 @@ class WriterProcess:
 
 
 def _import_path() -> str:
-    """PYTHONPATH for the writer process: this tradebase package's directory first."""
+    """PYTHONPATH for the writer process: the server's, and the directory this tradebase
+    was imported from when it is a source tree (an installed one is found anyway, and
+    site-packages must not go ahead of the standard library)."""
     import tradebase
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(tradebase.__file__)))
-    return os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if os.path.basename(here) not in ("site-packages", "dist-packages") and here not in paths:
+        paths.append(here)
+    return os.pathsep.join(paths)
 
 
 def _signal(columns: dict[str, Any]) -> Signal:
@@ -252,7 +277,11 @@ def wanted(engine: Engine, settings: Settings) -> bool:
 def start(engine: Engine, settings: Settings) -> WriterProcess | None:
     """Start *engine*'s writer process and wait until it is ready (blocking: call it in
     a thread); None when it could not start (the writer thread in process does)."""
-    writer = WriterProcess(settings)
+    try:
+        writer = WriterProcess(settings)
+    except OSError:
+        log.exception("the signal writer process did not start: signals go on in this process")
+        return None
     if not writer.wait_ready():
         log.error("the signal writer process did not start: signals go on in this process")
         writer.close()
@@ -262,6 +291,7 @@ def start(engine: Engine, settings: Settings) -> WriterProcess | None:
 
 
 def stop(engine: Engine) -> None:
+    """Stop *engine*'s writer process (in a thread, after its `detach` on the loop)."""
     writer = _WRITERS.pop(engine, None)
     if writer is not None:
         writer.close()
@@ -281,7 +311,10 @@ def writer_for(factory: sessionmaker[Session]) -> WriterProcess | None:
 def main() -> None:
     """The writer process: ``python -c 'from tradebase.signals.writer import main; main()'
     FD`` with FD its end of the server's socket."""
-    signals.signal(signals.SIGINT, signals.SIG_IGN)  # Ctrl-C stops the server, then this
+    # Ctrl-C, a service manager's SIGTERM to every process of the server, a hang-up: the
+    # server stops, closes the socket, and this finishes its group and exits then.
+    for name in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP):
+        signals.signal(name, signals.SIG_IGN)
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s:     [signal writer] %(message)s"
     )
