@@ -278,3 +278,77 @@ def test_a_copy_another_process_stored_leaves_the_group_to_store_one_by_one(
         ("c3", "processed"),
     ]
     assert other.id == 1
+
+
+def test_the_next_group_keeps_the_lane_only_while_the_database_is_as_it_left_it(
+    tmp_path: Path,
+) -> None:
+    """The lane carries what it read into the next group (no read of the user, account,
+    cash, positions or audit head again) only while nothing else wrote: a pause made by
+    another connection (SQLite's data_version), or a change on the lane's own connection
+    between groups (its total_changes), makes the next group read again and see it."""
+    from sqlalchemy import create_engine
+
+    settings, factory, user_id = _install(tmp_path, lane=True)
+    writer = batch.Batcher.__new__(batch.Batcher)
+    writer.factory, writer.limit, writer.sqlite = factory, 64, True
+    writer.copies = batch.copies_for(factory.kw["bind"])
+    n = iter(range(1000))
+
+    def send(**body: Any) -> batch.Incoming:
+        item = batch.Incoming(
+            user_id, json.dumps({"order_id": f"k{next(n)}", **body}).encode(),
+            "application/json", "127.0.0.1", "webhook", None,
+            settings.signal_dedup_window_seconds, utc_now(), settings,
+        )  # fmt: skip
+        writer._group([item])
+        assert item.done is not None or item.stored is not None
+        return item
+
+    def pause(paused: bool, via: Any) -> None:
+        via.execute(
+            text("UPDATE users SET settings = :s WHERE id = :u"),
+            {"s": json.dumps({"signals": {"paused": paused}}), "u": user_id},
+        )
+
+    buy = {"symbol": "KEP", "action": "buy", "quantity": "1", "price": "10"}
+    assert send(**buy).done.status == "processed"  # type: ignore[union-attr]
+    kept = writer._lane
+    assert kept is not None
+    assert send(**buy).done.status == "processed"  # type: ignore[union-attr]
+    assert writer._lane is kept  # carried: nothing else wrote
+
+    other = create_engine(f"sqlite:///{tmp_path / 'tradebase.db'}")  # another connection
+    with other.begin() as conn:
+        pause(True, conn)
+    paused = send(**buy)
+    assert paused.done is None or paused.done.status == "rejected"
+    assert writer._lane is not kept  # read again, and saw the pause
+    with unit_of_work(factory=factory, write=False) as session:
+        status = session.execute(
+            text("SELECT status FROM signals WHERE id = :i"),
+            {"i": paused.stored.id},  # type: ignore[union-attr]
+        ).scalar_one()
+    assert status == "rejected"
+
+    with other.begin() as conn:
+        pause(False, conn)
+    assert send(**buy).done.status == "processed"  # type: ignore[union-attr]
+    kept = writer._lane
+    # The lane's own connection, between groups (the pool hands the next unit of work
+    # the connection the writer returned): data_version does not move for it.
+    with unit_of_work(factory=factory) as session:
+        pause(True, session)
+    paused = send(**buy)
+    assert writer._lane is not kept
+    with unit_of_work(factory=factory, write=False) as session:
+        status = session.execute(
+            text("SELECT status FROM signals WHERE id = :i"),
+            {"i": paused.stored.id},  # type: ignore[union-attr]
+        ).scalar_one()
+        held = session.execute(
+            text("SELECT quantity FROM positions WHERE symbol = 'KEP' AND status = 'open'")
+        ).scalar_one()
+    assert status == "rejected"
+    assert Decimal(held) == 3  # three buys of 1 booked, the two paused ones refused
+    other.dispose()

@@ -76,7 +76,7 @@ def test_one_broken_signal_of_a_group_fails_alone(
 def test_a_group_rolled_back_as_a_whole_is_executed_one_by_one(
     live: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def rolled_back(self: batch.Batcher, session: Any, pending: list[batch.Incoming]) -> None:
+    def rolled_back(self: batch.Batcher, session: Any, pending: Any, carried: Any) -> None:
         raise RuntimeError("the group's transaction was rolled back")
 
     # Stored and executed in one transaction, rolled back; stored alone and executed in

@@ -45,6 +45,7 @@ from tradebase.signals.copies import Flight, copies_for
 from tradebase.signals.models import Signal, SignalStatus
 
 if TYPE_CHECKING:
+    from tradebase.signals.fast import FastLane
     from tradebase.signals.service import SignalRow
 
 log = logging.getLogger("tradebase.signals")
@@ -82,6 +83,8 @@ class Incoming:
 
 class Batcher:
     """The writer thread of one SQLite engine and the queue of signals it takes from."""
+
+    _lane: FastLane | None = None  # the last committed group's fast lane
 
     def __init__(self, factory: sessionmaker[Session], limit: int) -> None:
         self.factory = factory
@@ -230,10 +233,11 @@ class Batcher:
         try:
             with unit_of_work(factory=self.factory) as session:
                 try:
+                    carried = self._carried(session)
                     for item, stored in zip(mine, store_all(session, rows), strict=True):
                         item.stored = stored
                     pending = _pending(group)
-                    self._execute_in(session, pending)
+                    lane = self._execute_in(session, pending, carried)
                 except TradebaseError as exc:  # rolled back, whatever it says of its work
                     raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         except Exception:
@@ -241,6 +245,7 @@ class Batcher:
             for item in mine:
                 item.stored, item.done = None, None
             return False
+        self._lane = lane  # committed: its state is the database's
         for item in mine:
             assert item.flight is not None and item.stored is not None
             item.flight.signal_id = item.stored.id
@@ -306,18 +311,31 @@ class Batcher:
         if not pending:
             return
         with unit_of_work(factory=self.factory) as session:
-            self._execute_in(session, pending)
+            lane = self._execute_in(session, pending, self._carried(session))
+        self._lane = lane  # committed: its state is the database's
         _settled(pending)
 
-    def _execute_in(self, session: Session, pending: list[Incoming]) -> None:
-        """Execute *pending* (stored, received) in *session*'s transaction."""
+    def _carried(self, session: Session) -> FastLane | None:
+        """The last committed group's fast lane, if what it holds is still the database's
+        (`FastLane.carry`); first thing in *session*'s transaction."""
+        kept, self._lane = self._lane, None  # until this group commits
+        return kept if kept is not None and kept.carry(session) else None
+
+    def _execute_in(
+        self, session: Session, pending: list[Incoming], carried: FastLane | None
+    ) -> FastLane | None:
+        """Execute *pending* (stored, received) in *session*'s transaction (*carried*:
+        the last group's lane, `_carried`); the fast lane that took part, for the next
+        group once this one has committed."""
         from tradebase.signals.fast import FastLane, forget_session_state
         from tradebase.signals.service import signal as service
 
         if not pending:
-            return
+            return None
         settings = pending[0].settings
-        lane = FastLane(session, settings) if self.sqlite and settings.signal_fast_lane else None
+        lane = None
+        if self.sqlite and settings.signal_fast_lane:
+            lane = carried or FastLane(session, settings)
         wrote = False  # the lane wrote since the general way last ran
         for item in pending:
             stored = item.stored
@@ -357,6 +375,8 @@ class Batcher:
                 lane.forget()
         if lane is not None:
             lane.flush()
+            lane.end()
+        return lane
 
     def _one_by_one(self, group: list[Incoming]) -> None:
         from tradebase.signals.service import run
