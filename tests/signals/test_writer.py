@@ -309,3 +309,36 @@ def test_the_writer_process_stops_with_the_server(served: Served, how: str) -> N
     assert _gone(writer, 30), "the writer process outlived the server"
     if how != "kill":
         assert "signal writer process" not in served.log(), served.log()
+
+
+def test_checkpoints_off_the_writers_path_let_the_wal_start_over(tmp_path: Path) -> None:
+    """The writer process's checkpoints (a thread, and the writer's short catch-up now and
+    then): the WAL is copied and starts over long before the writer's own automatic
+    checkpoint (the safety net, `Checkpoints.LIMIT` pages) would do it, and nothing
+    written is lost."""
+    from sqlalchemy import create_engine, text
+
+    from tradebase.signals.writer import Checkpoints
+
+    path = tmp_path / "wal.db"
+    engine = create_engine(f"sqlite:///{path}")
+    checkpoints = Checkpoints(engine)  # before the first connection, as in the writer
+    with engine.begin() as conn:
+        conn.execute(text("PRAGMA journal_mode = WAL"))
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, blob BLOB)"))
+        limit = conn.execute(text("PRAGMA wal_autocheckpoint")).scalar_one()
+    assert limit == Checkpoints.LIMIT
+    page = 4096
+    largest = 0
+    groups = 600  # ~25 pages each: 15,000 pages, beyond the safety net
+    for _ in range(groups):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO t (blob) VALUES (randomblob(100000))"))
+        checkpoints.after_group()
+        largest = max(largest, (tmp_path / "wal.db-wal").stat().st_size)
+    assert largest < Checkpoints.LIMIT * page / 2, largest  # started over, many times
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == groups
+        assert conn.execute(text("PRAGMA integrity_check")).scalar_one() == "ok"
+    checkpoints.close()
+    engine.dispose()

@@ -14,6 +14,9 @@ is committed, copies are told by the writer's memory and the database's unique k
 a commit that wrote events wakes this process's listeners (the webhook dispatcher, the
 live hub) and its Redis relay as before.
 
+The writer process also takes the WAL's checkpoints off the writer's path (`Checkpoints`):
+a commit that crossed SQLite's automatic checkpoint stalled every ninth group for ~10 ms.
+
 If the writer process dies, the signals waiting for it are answered as the database has
 them (their idempotency keys find the first copy: a signal that was committed is not
 placed twice), the ones it stored but did not execute are recovered, and the server goes
@@ -333,6 +336,7 @@ def _serve(connection: Connection, settings: Settings) -> None:
 
     engines = Engines(settings)
     factory = engines.session_factory(Database.main)
+    checkpoints = Checkpoints(engines.engine(Database.main))
     batcher = Batcher(factory, settings.signal_batch_max)
     lock = threading.Lock()
 
@@ -370,6 +374,7 @@ def _serve(connection: Connection, settings: Settings) -> None:
         if answers:
             send(list(answers))
             answers.clear()
+        checkpoints.after_group()
 
     batcher.group_done = group_done
     if settings.gc_freeze:
@@ -392,6 +397,76 @@ def _serve(connection: Connection, settings: Settings) -> None:
     batcher.close()
     answering.shutdown(wait=True)
     engines.dispose()
+    checkpoints.close()
+
+
+class Checkpoints:
+    """The WAL's checkpoints of the writer process, off the writer's path.
+
+    A commit that crosses SQLite's ``wal_autocheckpoint`` (1,000 pages: about nine groups of
+    signals) copies the WAL into the database and syncs both, ~10 ms in which the group's
+    answers and the next group wait (a sixth of the writer's time, and its worst stalls,
+    docs/benchmarks.md). Here a thread of this process copies with PASSIVE checkpoints,
+    which run beside the writer's commits, every few groups. The WAL starts over from its
+    beginning only when a writer begins after a checkpoint copied all of it, which a busy
+    writer never leaves room for: so the writer itself makes a short checkpoint (the last
+    groups' pages) now and then, between two groups. The writer's connections keep an
+    automatic checkpoint at a larger size, in case this thread falls behind."""
+
+    EVERY = 8  # groups between two checkpoints of the thread
+    CATCH_UP = 4  # the thread's checkpoints between two of the writer's
+    LIMIT = 10_000  # pages: the writer's own automatic checkpoint, a safety net
+
+    def __init__(self, engine: Engine) -> None:
+        import sqlite3
+
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "connect")
+        def _larger(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA wal_autocheckpoint = {self.LIMIT}")
+
+        path = str(engine.url.database)
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._connection.execute("PRAGMA busy_timeout = 5000")
+        self._lock = threading.Lock()  # one checkpoint at a time on this connection
+        self._wake = threading.Event()
+        self._groups = 0
+        self._rounds = 0
+        threading.Thread(target=self._run, name="signal-checkpoints", daemon=True).start()
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                self._checkpoint()
+            except Exception:  # the writer's automatic checkpoint is the safety net
+                log.warning("a checkpoint failed", exc_info=True)
+            self._rounds += 1
+
+    def after_group(self) -> None:
+        """In the writer thread, once a group has committed."""
+        self._groups += 1
+        if self._groups % self.EVERY == 0:
+            self._wake.set()
+        if self._rounds < self.CATCH_UP:
+            return
+        idle = not self._wake.is_set() and not self._lock.locked()
+        if idle or self._rounds >= 4 * self.CATCH_UP:  # else it would wait for the thread
+            self._rounds = 0
+            try:
+                self._checkpoint()  # a short one: the WAL starts over at the next group
+            except Exception:
+                log.warning("a checkpoint failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
 
 
 def _sendable(exc: BaseException) -> BaseException:
