@@ -13,12 +13,11 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from websockets.sync.client import connect
 
 from tests.accounts.helpers import bearer
-from tests.conftest import Scratch, free_port
+from tests.conftest import Scratch, free_port, wait_ready
 from tests.events.test_stream import buy, next_event, ws_url
 from tradebase.accounts.cli import CLI
 from tradebase.accounts.service import api_key as api_key_service
@@ -57,19 +56,6 @@ def _serve(env: dict[str, str], port: int, cwd: Path, name: str) -> subprocess.P
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-
-
-def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
 
 
 def _trader(engines: Engines, name: str) -> tuple[str, int]:
@@ -120,7 +106,7 @@ def test_an_order_on_one_process_reaches_a_stream_client_of_another_within_1_s(
     servers = [_serve(env, port, tmp_path, f"serve{i}") for i, port in enumerate(ports)]
     try:
         for url, server in zip(urls, servers, strict=True):
-            _ready(url, server)
+            wait_ready(url, server)
         with (
             connect(ws_url(urls[0]), additional_headers=bearer(key)) as mine,
             connect(ws_url(urls[0]), additional_headers=bearer(other)) as theirs,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from tests.conftest import Scratch, free_port
+from tests.conftest import Scratch, free_port, wait_ready
 from tradebase.accounts.service import user as user_service
 from tradebase.core import migrate
 from tradebase.core.auth import Principal
@@ -42,19 +42,6 @@ def _serve(env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen[bytes]
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-
-
-def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
 
 
 def _trader(factory: object) -> tuple[str, int]:
@@ -114,7 +101,7 @@ def test_sigkill_while_signals_stream_in_loses_none_acknowledged(
                         acknowledged.append(order_id)
 
     try:
-        _ready(url, server)
+        wait_ready(url, server)
         senders = [threading.Thread(target=stream) for _ in range(4)]
         for sender in senders:
             sender.start()
@@ -133,7 +120,7 @@ def test_sigkill_while_signals_stream_in_loses_none_acknowledged(
             )
         print(f"acknowledged {len(acknowledged)}, left pending by the kill: {left}")
         server = _serve(env, port, tmp_path)  # recovers pending signals before it serves
-        _ready(url, server)
+        wait_ready(url, server)
     finally:
         server.kill()
         server.wait(timeout=10)

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from websockets.sync.client import connect
 
 from tests.accounts.helpers import bearer
-from tests.conftest import Scratch, ScratchFactory, free_port
+from tests.conftest import Scratch, ScratchFactory, free_port, wait_ready
 from tests.events.test_stream import next_event, ws_url
 from tradebase.accounts.cli import CLI
 from tradebase.accounts.service import api_key as api_key_service
@@ -90,19 +90,6 @@ def _serve(env: dict[str, str], port: int, cwd: Path) -> subprocess.Popen[bytes]
         )
 
 
-def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the server did not become ready")
-
-
 def _gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -144,7 +131,7 @@ def served(scratch_factory: ScratchFactory, tmp_path: Path) -> Iterator[Served]:
     url = f"http://127.0.0.1:{port}"
     process = _serve(env, port, tmp_path)
     try:
-        _ready(url, process)
+        wait_ready(url, process)
         yield Served(url, process, env, tmp_path, engines, webhook_key, api_key, portfolio_id)
     finally:
         if process.poll() is None:

@@ -53,6 +53,12 @@ class LocalBus:
             if key not in self._publishers:
                 self._publishers[key] = _RedisPublisher(redis_url, channel, threaded)
 
+    def configured(self) -> None:
+        """This process's Redis relay is set up as it should be (or there is none): do not
+        take it from the environment's settings at the first commit."""
+        with self._lock:
+            self._configured = True
+
     def committed(self) -> None:
         if not self._configured:  # a CLI command or a script: the environment's settings
             self._configured = True

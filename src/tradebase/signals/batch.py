@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -404,15 +404,21 @@ _BATCHERS: weakref.WeakKeyDictionary[Engine, Batcher] = weakref.WeakKeyDictionar
 _LOCK = threading.Lock()
 
 
-def batcher_for(factory: sessionmaker[Session], settings: Settings) -> Batcher | None:
-    """The writer thread of *factory*'s SQLite file engine, when group commit is on."""
-    bind = factory.kw.get("bind")
+def grouped(bind: object, settings: Settings) -> TypeGuard[Engine]:
+    """Whether signals on *bind* go through a writer with group commit: an engine of a
+    SQLite file or PostgreSQL, with ``signal_batch_max`` above 1."""
     if settings.signal_batch_max <= 1 or not isinstance(bind, Engine):
-        return None
+        return False
     name = bind.dialect.name
-    if name not in ("sqlite", "postgresql") or (
-        name == "sqlite" and bind.url.database in (None, "", ":memory:")
-    ):
+    if name == "sqlite":
+        return bind.url.database not in (None, "", ":memory:")
+    return name == "postgresql"
+
+
+def batcher_for(factory: sessionmaker[Session], settings: Settings) -> Batcher | None:
+    """The writer thread of *factory*'s engine, when group commit is on (`grouped`)."""
+    bind = factory.kw.get("bind")
+    if not grouped(bind, settings):
         return None
     found = _BATCHERS.get(bind)
     if found is None:

@@ -46,7 +46,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tradebase.config import Settings
-from tradebase.signals.batch import Batcher, Incoming
+from tradebase.signals.batch import Batcher, Incoming, grouped
 from tradebase.signals.models import Signal
 
 if TYPE_CHECKING:
@@ -81,7 +81,6 @@ class WriterProcess:
             env={**os.environ, "PYTHONPATH": _import_path()},
         )  # fmt: skip
         theirs.close()
-        self._socket = mine
         self.connection = Connection(mine.detach())
         self.connection.send_bytes(pickle.dumps(settings))
         self._tokens = itertools.count(1)
@@ -106,7 +105,7 @@ class WriterProcess:
         """Take the writer's answers on *loop* (the server's event loop; call it there)."""
         from tradebase.events.bus import bus
 
-        bus._configured = True  # the server's lifespan set its Redis relay up, if any
+        bus.configured()  # the server's lifespan set its Redis relay up, if any
         self._loop = loop
         loop.add_reader(self.connection.fileno(), self._readable)
 
@@ -271,9 +270,8 @@ def wanted(engine: Engine, settings: Settings) -> bool:
     on, the setting on)."""
     return (
         settings.signal_writer_process
-        and settings.signal_batch_max > 1
         and engine.dialect.name == "sqlite"
-        and engine.url.database not in (None, "", ":memory:")
+        and grouped(engine, settings)
     )
 
 
@@ -345,7 +343,7 @@ def _serve(connection: Connection, settings: Settings) -> None:
             connection.send(message)
 
     # The server relays to Redis and wakes its own listeners: here the commit only says so.
-    bus._configured = True
+    bus.configured()
     bus.listen(lambda: send(_EVENTS))
     answering = ThreadPoolExecutor(8, thread_name_prefix="signal-answer")
 
