@@ -258,15 +258,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    """Wait until the `tradebase serve` *process* answers ``/ready`` 200 at *url*."""
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], seconds: float = 60, log: Path | None = None
+) -> None:
+    """Wait until the `tradebase serve` *process* answers ``/ready`` 200 at *url* (*log*:
+    its output, shown if it exits first)."""
     import time
 
     import httpx
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
+        assert process.poll() is None, log.read_text() if log else "the server exited"
         try:
             if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                 return

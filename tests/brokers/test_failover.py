@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Scratch, ScratchFactory, free_port
+from tests.conftest import Scratch, ScratchFactory, free_port, wait_ready
 from tradebase.accounts.cli import CLI
 from tradebase.accounts.service import api_key as api_key_service
 from tradebase.accounts.service import user as user_service
@@ -70,16 +69,7 @@ class Server:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.data / "serve.log").read_text()
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not become ready")
+        wait_ready(self.url, self.process, log=self.data / "serve.log")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
